@@ -1,0 +1,156 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Config is loomd's configuration, read once from a YAML (or JSON) file and immutable after
+// Validate. Zero fields take the defaults a node in a real cluster uses.
+type Config struct {
+	// NodeName is this node's Kubernetes Node name; default $NODE_NAME, else the hostname.
+	NodeName string `json:"nodeName,omitempty"`
+	// Kubeconfig is the path of a kubeconfig file; empty means in-cluster configuration.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// Socket is the unix socket the loom CNI binary talks to.
+	Socket string `json:"socket,omitempty"`
+	// CNIConfDir is where loomd writes CNIConfName once it is ready.
+	CNIConfDir  string `json:"cniConfDir,omitempty"`
+	CNIConfName string `json:"cniConfName,omitempty"`
+	// CNIBinDir holds the loom binary and the delegate plugins.
+	CNIBinDir string `json:"cniBinDir,omitempty"`
+	// CNICacheDir is libcni's cache of delegate results. It is Loom's own, apart from the
+	// runtime's /var/lib/cni, so a delegate network can never share a cache entry with the
+	// runtime's entry for Loom itself.
+	CNICacheDir string `json:"cniCacheDir,omitempty"`
+	// LedgerDir holds the node's attachment ledger.
+	LedgerDir string `json:"ledgerDir,omitempty"`
+	// NetConfDir holds CNI configuration files that networks may name when no
+	// NetworkAttachmentDefinition carries a spec.config.
+	NetConfDir string `json:"netConfDir,omitempty"`
+	// DefaultNetwork is the cluster default network: a NetworkAttachmentDefinition in
+	// SystemNamespace ("name" or "namespace/name"), else a file in NetConfDir.
+	DefaultNetwork string `json:"defaultNetwork"`
+	// SystemNamespace is where DefaultNetwork and per-pod default-network overrides without a
+	// namespace are looked up.
+	SystemNamespace string `json:"systemNamespace,omitempty"`
+	// NamespaceIsolation lets a pod use NetworkAttachmentDefinitions only from its own
+	// namespace and from GlobalNamespaces.
+	NamespaceIsolation bool     `json:"namespaceIsolation,omitempty"`
+	GlobalNamespaces   []string `json:"globalNamespaces,omitempty"`
+	// HealthAddress serves /healthz and /readyz.
+	HealthAddress string `json:"healthAddress,omitempty"`
+	// PodWait bounds how long an ADD waits for the pod to reach the informer cache before
+	// loomd asks the API server directly.
+	PodWait Duration `json:"podWait,omitempty"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `json:"logLevel,omitempty"`
+}
+
+// Duration is a time.Duration written as "5s" in configuration files.
+type Duration struct{ time.Duration }
+
+func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := yaml.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"5s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// LoadConfig reads, defaults and validates a configuration file.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig parses, defaults and validates configuration file content.
+func ParseConfig(b []byte) (Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return Config{}, fmt.Errorf("parse config: %w", err)
+	}
+	c = c.withDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.NodeName == "" {
+		c.NodeName = os.Getenv("NODE_NAME")
+	}
+	if c.NodeName == "" {
+		c.NodeName, _ = os.Hostname()
+	}
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&c.Socket, "/run/loom/loom.sock")
+	def(&c.CNIConfDir, "/etc/cni/net.d")
+	def(&c.CNIConfName, "00-loom.conflist")
+	def(&c.CNIBinDir, "/opt/cni/bin")
+	def(&c.CNICacheDir, "/var/lib/loom/cni")
+	def(&c.LedgerDir, "/var/lib/loom/ledger")
+	def(&c.NetConfDir, "/etc/loom/net.d")
+	def(&c.SystemNamespace, "kube-system")
+	def(&c.HealthAddress, "127.0.0.1:9465")
+	def(&c.LogLevel, "info")
+	if c.PodWait.Duration == 0 {
+		c.PodWait.Duration = 10 * time.Second
+	}
+	return c
+}
+
+// Validate reports every problem in c, not just the first.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("nodeName: not set and neither NODE_NAME nor the hostname gives one"))
+	}
+	if c.DefaultNetwork == "" {
+		errs = append(errs, errors.New("defaultNetwork: required: name the NetworkAttachmentDefinition or configuration file of the cluster default network"))
+	}
+	for name, p := range map[string]string{
+		"socket": c.Socket, "cniConfDir": c.CNIConfDir, "cniBinDir": c.CNIBinDir,
+		"cniCacheDir": c.CNICacheDir, "ledgerDir": c.LedgerDir, "netConfDir": c.NetConfDir,
+	} {
+		if !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s: %q is not an absolute path", name, p))
+		}
+	}
+	if filepath.Base(c.CNIConfName) != c.CNIConfName || filepath.Ext(c.CNIConfName) != ".conflist" {
+		errs = append(errs, fmt.Errorf("cniConfName: %q must be a file name ending in .conflist", c.CNIConfName))
+	}
+	if _, _, err := net.SplitHostPort(c.HealthAddress); err != nil {
+		errs = append(errs, fmt.Errorf("healthAddress: %w", err))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("logLevel: %q is not one of debug, info, warn, error", c.LogLevel))
+	}
+	if c.PodWait.Duration < 0 {
+		errs = append(errs, fmt.Errorf("podWait: %s is negative", c.PodWait))
+	}
+	return errors.Join(errs...)
+}

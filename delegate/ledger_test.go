@@ -1,0 +1,81 @@
+package delegate
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestLedgerRoundTripAndList(t *testing.T) {
+	l, err := OpenLedger(filepath.Join(t.TempDir(), "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Record{ContainerID: "b", Netns: "/ns", Pod: pod, Attachments: []Entry{{Spec: specs("default")[0], State: StateAdded}}}
+	if err := l.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Save(Record{ContainerID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := l.Load("b")
+	if err != nil || !ok || got.Pod != pod || got.Attachments[0].Network != "default" {
+		t.Fatalf("Load = %+v ok=%v err=%v", got, ok, err)
+	}
+	// A temp file left by a crash mid-write is cleaned up and never read as a record.
+	if err := os.WriteFile(filepath.Join(l.Dir(), ".tmp-c-123"), []byte("{garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := l.List()
+	if err != nil || len(recs) != 2 || recs[0].ContainerID != "a" || recs[1].ContainerID != "b" {
+		t.Fatalf("List = %+v err=%v", recs, err)
+	}
+	if _, err := os.Stat(filepath.Join(l.Dir(), ".tmp-c-123")); !os.IsNotExist(err) {
+		t.Errorf("temp file survived List: %v", err)
+	}
+	if err := l.Remove("b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Remove("b"); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
+	if _, ok, _ := l.Load("b"); ok {
+		t.Fatal("record still there after Remove")
+	}
+}
+
+func TestLedgerRejectsContainerIDsThatAreNotFileNames(t *testing.T) {
+	l, err := OpenLedger(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []ContainerID{"", "../x", "a/b", ".hidden", "-flag"} {
+		if err := l.Save(Record{ContainerID: id}); err == nil {
+			t.Errorf("Save accepted container ID %q", id)
+		}
+		if _, _, err := l.Load(id); err == nil {
+			t.Errorf("Load accepted container ID %q", id)
+		}
+	}
+}
+
+func TestLedgerLockIsExclusive(t *testing.T) {
+	l, err := OpenLedger(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := l.Lock(time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Lock(100 * time.Millisecond); err == nil {
+		t.Fatal("second lock taken while the first is held")
+	}
+	unlock()
+	unlock2, err := l.Lock(time.Second)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	unlock2()
+}

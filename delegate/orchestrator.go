@@ -1,0 +1,358 @@
+package delegate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/types/create"
+)
+
+// releaseTimeout bounds a rollback or DEL that runs after the caller's context is gone: a
+// runtime that timed out an ADD must not leave half an attachment behind.
+const releaseTimeout = 2 * time.Minute
+
+// Orchestrator attaches and detaches pods, recording every step in the Ledger. Calls for one
+// container are serialised; calls for different containers run in parallel.
+type Orchestrator struct {
+	ledger *Ledger
+	kinds  map[string]Attachment
+	log    *slog.Logger
+	now    func() time.Time
+
+	mu   sync.Mutex
+	busy map[ContainerID]*containerLock
+}
+
+type containerLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// NewOrchestrator returns an orchestrator that runs attachments of the given kinds.
+func NewOrchestrator(l *Ledger, kinds map[string]Attachment, log *slog.Logger) *Orchestrator {
+	return &Orchestrator{ledger: l, kinds: kinds, log: log, now: time.Now, busy: map[ContainerID]*containerLock{}}
+}
+
+// AttachError reports the attachment that failed and whatever the rollback could not release.
+type AttachError struct {
+	Network string
+	Ifname  string
+	Err     error
+	// Rollback is nil when every attachment made before the failure was released.
+	Rollback error
+}
+
+func (e *AttachError) Error() string {
+	msg := fmt.Sprintf("attach network %q as interface %s: %v", e.Network, e.Ifname, e.Err)
+	if e.Rollback != nil {
+		msg += fmt.Sprintf(" (rollback incomplete, the next DEL or GC retries: %v)", e.Rollback)
+	}
+	return msg
+}
+
+func (e *AttachError) Unwrap() error { return e.Err }
+
+// Add attaches specs to a container strictly in order, recording each in the ledger before it
+// is attempted. If one fails, those before it are detached in reverse order, the record is
+// removed, and the error is an *AttachError naming the failed network and interface.
+func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netns string, specs []Spec) ([]Outcome, error) {
+	for _, s := range specs {
+		if _, ok := o.kinds[s.Kind]; !ok {
+			return nil, fmt.Errorf("attach network %q: unknown attachment kind %q", s.Network, s.Kind)
+		}
+	}
+	defer o.lock(id)()
+
+	// A record for this container means an earlier ADD was never followed by DEL (a runtime
+	// retrying after a crash). Release it first so nothing of it leaks.
+	if old, ok, err := o.ledger.Load(id); err != nil {
+		return nil, err
+	} else if ok {
+		o.log.Info("releasing attachments of an earlier ADD", "containerID", id, "pod", pod)
+		if err := o.release(ctx, old, ""); err != nil {
+			return nil, fmt.Errorf("release earlier attachments of container %s: %w", id, err)
+		}
+	}
+
+	rec := Record{ContainerID: id, Netns: netns, Pod: pod, Created: o.now().UTC()}
+	for _, s := range specs {
+		rec.Attachments = append(rec.Attachments, Entry{Spec: s, State: StatePlanned})
+	}
+	outcomes := make([]Outcome, 0, len(specs))
+	for i := range rec.Attachments {
+		e := &rec.Attachments[i]
+		e.State = StateAdding
+		if err := o.ledger.Save(rec); err != nil {
+			return nil, o.rollback(ctx, rec, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: err})
+		}
+		call := Call{Spec: e.Spec, ContainerID: id, Netns: netns, Pod: pod}
+		res, err := o.kinds[e.Kind].Add(ctx, call)
+		if err != nil {
+			return nil, o.rollback(ctx, rec, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: err})
+		}
+		if e.Result, err = json.Marshal(res); err != nil {
+			return nil, o.rollback(ctx, rec, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: fmt.Errorf("encode result: %w", err)})
+		}
+		e.State = StateAdded
+		outcomes = append(outcomes, Outcome{Spec: e.Spec, Result: res})
+	}
+	for _, s := range specs {
+		if len(s.DefaultRoute) == 0 {
+			continue
+		}
+		if err := setDefaultRoute(netns, s.Ifname, s.DefaultRoute); err != nil {
+			return nil, o.rollback(ctx, rec, &AttachError{Network: s.Network, Ifname: s.Ifname, Err: err})
+		}
+	}
+	if err := o.ledger.Save(rec); err != nil {
+		last := rec.Attachments[len(rec.Attachments)-1]
+		return nil, o.rollback(ctx, rec, &AttachError{Network: last.Network, Ifname: last.Ifname, Err: err})
+	}
+	return outcomes, nil
+}
+
+// rollback releases what rec holds after a failed ADD and completes the *AttachError.
+func (o *Orchestrator) rollback(ctx context.Context, rec Record, ae *AttachError) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	ae.Rollback = o.release(ctx, rec, "")
+	return ae
+}
+
+// Del detaches everything recorded for a container, in reverse order. It keeps going past a
+// failure, succeeds when there is nothing left, and leaves only what could not be released in
+// the ledger for the next DEL or GC. When the ledger has no record (lost, or an ADD that never
+// reached loomd), fallback — if given — supplies the specs to release; its DELs are harmless
+// for attachments that never existed.
+func (o *Orchestrator) Del(ctx context.Context, id ContainerID, netns string, fallback func() ([]Spec, PodRef)) error {
+	defer o.lock(id)()
+	rec, ok, err := o.ledger.Load(id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if fallback == nil {
+			return nil
+		}
+		specs, pod := fallback()
+		rec = Record{ContainerID: id, Netns: netns, Pod: pod}
+		for _, s := range specs {
+			rec.Attachments = append(rec.Attachments, Entry{Spec: s, State: StateAdding})
+		}
+		if len(rec.Attachments) == 0 {
+			return nil
+		}
+		o.log.Info("no ledger record: releasing the pod's networks as resolved now", "containerID", id, "pod", pod)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	return o.release(ctx, rec, netns)
+}
+
+// release runs DEL for every attempted attachment of rec in reverse order and removes the
+// record, or keeps in it only the attachments whose DEL failed. netns overrides the recorded
+// namespace when the runtime supplies one.
+func (o *Orchestrator) release(ctx context.Context, rec Record, netns string) error {
+	if netns == "" {
+		netns = rec.Netns
+	}
+	var errs []error
+	var kept []Entry
+	for i := len(rec.Attachments) - 1; i >= 0; i-- {
+		e := rec.Attachments[i]
+		if e.State == StatePlanned {
+			continue
+		}
+		if err := o.del(ctx, rec, e, netns); err != nil {
+			errs = append(errs, fmt.Errorf("detach network %q interface %s: %w", e.Network, e.Ifname, err))
+			kept = append([]Entry{e}, kept...)
+		}
+	}
+	if len(kept) == 0 {
+		return o.ledger.Remove(rec.ContainerID)
+	}
+	rec.Attachments = kept
+	if err := o.ledger.Save(rec); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Orchestrator) del(ctx context.Context, rec Record, e Entry, netns string) error {
+	att, ok := o.kinds[e.Kind]
+	if !ok {
+		return fmt.Errorf("unknown attachment kind %q", e.Kind)
+	}
+	prev, err := decodeResult(e.Result)
+	if err != nil {
+		// A result we cannot read must not stop the release: DEL without prevResult still
+		// releases what the delegate holds.
+		o.log.Warn("ignoring unreadable recorded result", "containerID", rec.ContainerID, "network", e.Network, "error", err)
+		prev = nil
+	}
+	return att.Del(ctx, Call{Spec: e.Spec, ContainerID: rec.ContainerID, Netns: netns, Pod: rec.Pod}, prev)
+}
+
+// Check verifies every attachment recorded for a container, not only the default network.
+func (o *Orchestrator) Check(ctx context.Context, id ContainerID, netns string) error {
+	defer o.lock(id)()
+	rec, ok, err := o.ledger.Load(id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("check container %s: no attachments recorded on this node", id)
+	}
+	if netns == "" {
+		netns = rec.Netns
+	}
+	for _, e := range rec.Attachments {
+		if e.State != StateAdded {
+			return fmt.Errorf("check network %q interface %s: attachment did not complete (state %s)", e.Network, e.Ifname, e.State)
+		}
+		prev, err := decodeResult(e.Result)
+		if err != nil {
+			return fmt.Errorf("check network %q interface %s: %w", e.Network, e.Ifname, err)
+		}
+		call := Call{Spec: e.Spec, ContainerID: id, Netns: netns, Pod: rec.Pod}
+		if err := o.kinds[e.Kind].Check(ctx, call, prev); err != nil {
+			return fmt.Errorf("check network %q interface %s: %w", e.Network, e.Ifname, err)
+		}
+	}
+	return nil
+}
+
+// GC releases every recorded container that valid does not name, then asks every attachment
+// kind that can collect garbage to release what neither the ledger nor known networks' live
+// attachments hold. known lists networks to collect even when no record mentions them.
+func (o *Orchestrator) GC(ctx context.Context, valid map[ContainerID]bool, known []Spec) error {
+	recs, err := o.ledger.List()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	var live []Call
+	for _, rec := range recs {
+		if valid[rec.ContainerID] {
+			for _, e := range rec.Attachments {
+				if e.State != StatePlanned {
+					live = append(live, Call{Spec: e.Spec, ContainerID: rec.ContainerID, Netns: rec.Netns, Pod: rec.Pod})
+				}
+			}
+			continue
+		}
+		for _, e := range rec.Attachments {
+			known = append(known, e.Spec)
+		}
+		if err := o.releaseStale(ctx, rec.ContainerID); err != nil {
+			errs = append(errs, fmt.Errorf("release stale container %s: %w", rec.ContainerID, err))
+		}
+	}
+	for kind, att := range o.kinds {
+		c, ok := att.(Collector)
+		if !ok {
+			continue
+		}
+		if err := c.GC(ctx, specsOfKind(known, kind), callsOfKind(live, kind)); err != nil {
+			errs = append(errs, fmt.Errorf("collect garbage of %s attachments: %w", kind, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Orchestrator) releaseStale(ctx context.Context, id ContainerID) error {
+	defer o.lock(id)()
+	rec, ok, err := o.ledger.Load(id)
+	if err != nil || !ok {
+		return err
+	}
+	o.log.Info("releasing attachments of a container the runtime no longer lists", "containerID", id, "pod", rec.Pod)
+	return o.release(ctx, rec, "")
+}
+
+// Status reports whether the network of s is ready to attach pods.
+func (o *Orchestrator) Status(ctx context.Context, s Spec) error {
+	att, ok := o.kinds[s.Kind]
+	if !ok {
+		return fmt.Errorf("status of network %q: unknown attachment kind %q", s.Network, s.Kind)
+	}
+	if r, ok := att.(StatusReporter); ok {
+		return r.Status(ctx, s)
+	}
+	return nil
+}
+
+func (o *Orchestrator) lock(id ContainerID) (unlock func()) {
+	o.mu.Lock()
+	l := o.busy[id]
+	if l == nil {
+		l = &containerLock{}
+		o.busy[id] = l
+	}
+	l.refs++
+	o.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		o.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(o.busy, id)
+		}
+		o.mu.Unlock()
+	}
+}
+
+func decodeResult(b json.RawMessage) (types.Result, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	res, err := create.CreateFromBytes(b)
+	if err != nil {
+		return nil, fmt.Errorf("decode recorded result: %w", err)
+	}
+	return res, nil
+}
+
+func specsOfKind(specs []Spec, kind string) []Spec {
+	var out []Spec
+	for _, s := range specs {
+		if s.Kind == kind {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func callsOfKind(calls []Call, kind string) []Call {
+	var out []Call
+	for _, c := range calls {
+		if c.Kind == kind {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ValidContainers reads the containers a CNI GC call names as valid from the call's
+// configuration ("cni.dev/valid-attachments", and the spec's earlier misspelling
+// "cni.dev/attachments").
+func ValidContainers(gcConfig []byte) (map[ContainerID]bool, error) {
+	var conf struct {
+		Valid []types.GCAttachment `json:"cni.dev/valid-attachments"`
+		Old   []types.GCAttachment `json:"cni.dev/attachments"`
+	}
+	if err := json.Unmarshal(gcConfig, &conf); err != nil {
+		return nil, fmt.Errorf("parse GC configuration: %w", err)
+	}
+	valid := map[ContainerID]bool{}
+	for _, a := range append(conf.Valid, conf.Old...) {
+		valid[ContainerID(a.ContainerID)] = true
+	}
+	return valid, nil
+}
