@@ -65,7 +65,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("invalid duration %q: use a form such as \"5s\" or \"1m\"", s)
 	}
 	d.Duration = v
 	return nil

@@ -1,0 +1,192 @@
+// Command loomd is Loom's node agent: it serves the loom CNI binary's calls from informer
+// caches, attaches pods to their networks through the delegate orchestrator, keeps the node's
+// attachment ledger, and writes the CNI configuration once it is ready.
+//
+// This is the only place that wires components together and the only one allowed to exit.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/loom-cni/loom/cniserver"
+	"github.com/loom-cni/loom/daemon"
+	"github.com/loom-cni/loom/delegate"
+	"github.com/loom-cni/loom/delegate/exec"
+	"github.com/loom-cni/loom/delegate/npwg"
+)
+
+func main() {
+	configPath := flag.String("config", "/etc/loom/loomd.yaml", "configuration file")
+	flag.Parse()
+	cfg, err := daemon.LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loomd:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level(cfg.LogLevel)})).With("node", cfg.NodeName)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("loomd stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func level(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s))
+	return l
+}
+
+// shutdownTimeout lets in-flight CNI calls finish when loomd is told to stop.
+const shutdownTimeout = 30 * time.Second
+
+func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
+	restCfg, err := restConfig(cfg)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	nads, err := nadclient.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("network-attachment-definition client: %w", err)
+	}
+
+	ledger, err := delegate.OpenLedger(cfg.LedgerDir)
+	if err != nil {
+		return err
+	}
+	unlock, err := ledger.Lock(30 * time.Second)
+	if err != nil {
+		return fmt.Errorf("another loomd or loom process holds the ledger: %w", err)
+	}
+	defer unlock()
+
+	orch := delegate.NewOrchestrator(ledger, map[string]delegate.Attachment{
+		delegate.KindCNI: exec.New([]string{cfg.CNIBinDir}, cfg.CNICacheDir, nil),
+	}, log)
+	cluster := daemon.NewCluster(kube, nads, cfg.NodeName, cfg.PodWait.Duration, log)
+	resolver, err := npwg.NewResolver(npwg.Config{
+		NADs:               cluster,
+		ConfDir:            os.DirFS(cfg.NetConfDir),
+		DefaultNetwork:     cfg.DefaultNetwork,
+		SystemNamespace:    cfg.SystemNamespace,
+		NamespaceIsolation: cfg.NamespaceIsolation,
+		GlobalNamespaces:   cfg.GlobalNamespaces,
+	})
+	if err != nil {
+		return err
+	}
+	svc := daemon.NewService(cluster, resolver, orch, log)
+	go cluster.Run(ctx)
+
+	listener, err := cniserver.Listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	cniSrv := cniserver.NewServer(svc)
+	healthSrv := &http.Server{Addr: cfg.HealthAddress, Handler: health(svc), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- serve("cni server", cniSrv.Serve(listener)) }()
+	go func() { errc <- serve("health server", healthSrv.ListenAndServe()) }()
+	go becomeReady(ctx, cfg, cluster, resolver, svc, log)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	cniSrv.Shutdown(shutdownCtx)
+	healthSrv.Shutdown(shutdownCtx)
+	return err
+}
+
+func serve(what string, err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func restConfig(cfg daemon.Config) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
+	}
+	rc.UserAgent = "loomd/" + cfg.NodeName
+	return rc, nil
+}
+
+// becomeReady waits for the caches and the default network, then marks the service ready and
+// writes the CNI configuration, the runtime's signal that this node can start pods.
+func becomeReady(ctx context.Context, cfg daemon.Config, cluster *daemon.Cluster, resolver *npwg.Resolver, svc *daemon.Service, log *slog.Logger) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var lastErr string
+	for {
+		err := readiness(cluster, resolver)
+		if err == nil {
+			if err = daemon.WriteCNIConfig(cfg); err == nil {
+				svc.SetReady(true)
+				log.Info("ready", "cniConfig", cfg.CNIConfDir+"/"+cfg.CNIConfName, "socket", cfg.Socket)
+				return
+			}
+		}
+		if err.Error() != lastErr {
+			log.Info("not ready yet", "reason", err)
+			lastErr = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func readiness(cluster *daemon.Cluster, resolver *npwg.Resolver) error {
+	if !cluster.Synced() {
+		return errors.New("waiting for the pod and network caches to fill")
+	}
+	if _, err := resolver.DefaultNetwork(); err != nil {
+		return fmt.Errorf("default network: %w", err)
+	}
+	return nil
+}
+
+func health(svc *daemon.Service) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !svc.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}

@@ -1,0 +1,64 @@
+package daemon
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loom-cni/loom/cniserver"
+)
+
+func TestParseConfigDefaultsAndValidates(t *testing.T) {
+	c, err := ParseConfig([]byte("nodeName: n1\ndefaultNetwork: loom-default\npodWait: 2s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Socket != "/run/loom/loom.sock" || c.LedgerDir != "/var/lib/loom/ledger" || c.PodWait.Duration != 2*time.Second {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"no default network", "nodeName: n1\n", "defaultNetwork: required"},
+		{"relative path", "nodeName: n1\ndefaultNetwork: d\nledgerDir: var/lib\n", "ledgerDir"},
+		{"unknown field", "nodeName: n1\ndefaultNetwork: d\nsokcet: /x\n", "sokcet"},
+		{"bad conf name", "nodeName: n1\ndefaultNetwork: d\ncniConfName: ../x.conflist\n", "cniConfName"},
+		{"bad level", "nodeName: n1\ndefaultNetwork: d\nlogLevel: loud\n", "logLevel"},
+		{"bad duration", "nodeName: n1\ndefaultNetwork: d\npodWait: soon\n", "invalid duration \"soon\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCNIConfigCarriesWhatOfflineDelNeeds(t *testing.T) {
+	c, err := ParseConfig([]byte("nodeName: n1\ndefaultNetwork: d\nsocket: /run/x.sock\nledgerDir: /l\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cniConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		CNIVersion string            `json:"cniVersion"`
+		Name       string            `json:"name"`
+		Plugins    []json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatal(err)
+	}
+	if list.CNIVersion != CNIConfigVersion || list.Name != "loom" || len(list.Plugins) != 1 {
+		t.Fatalf("conflist = %s", b)
+	}
+	pc, err := cniserver.ParsePluginConf(list.Plugins[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc.Type != "loom" || pc.Socket != "/run/x.sock" || pc.LedgerDir != "/l" || pc.CacheDir != c.CNICacheDir || !pc.Capabilities["portMappings"] {
+		t.Fatalf("plugin conf = %+v", pc)
+	}
+}

@@ -1,0 +1,233 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ktypes "k8s.io/apimachinery/pkg/types"
+
+	"github.com/loom-cni/loom/cniserver"
+	"github.com/loom-cni/loom/delegate"
+	"github.com/loom-cni/loom/delegate/npwg"
+)
+
+// Service answers the loom binary's CNI calls.
+type Service struct {
+	cluster  *Cluster
+	resolver *npwg.Resolver
+	orch     *delegate.Orchestrator
+	log      *slog.Logger
+	ready    atomic.Bool
+}
+
+var _ cniserver.Handler = (*Service)(nil)
+
+// NewService wires the pieces of the CNI service together.
+func NewService(cluster *Cluster, resolver *npwg.Resolver, orch *delegate.Orchestrator, log *slog.Logger) *Service {
+	return &Service{cluster: cluster, resolver: resolver, orch: orch, log: log}
+}
+
+// SetReady marks the service ready (or not) to serve ADDs; STATUS reports it.
+func (s *Service) SetReady(ready bool) { s.ready.Store(ready) }
+
+// podArgs are the Kubernetes arguments container runtimes pass in CNI_ARGS.
+type podArgs struct {
+	types.CommonArgs
+	K8S_POD_NAMESPACE          types.UnmarshallableString //nolint:revive // CNI_ARGS key
+	K8S_POD_NAME               types.UnmarshallableString //nolint:revive
+	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString //nolint:revive
+	K8S_POD_UID                types.UnmarshallableString //nolint:revive
+}
+
+// callConf is what loomd reads of the runtime's stdin configuration.
+type callConf struct {
+	CNIVersion    string         `json:"cniVersion"`
+	RuntimeConfig map[string]any `json:"runtimeConfig,omitempty"`
+}
+
+// ServeCNI dispatches one CNI call.
+func (s *Service) ServeCNI(ctx context.Context, req *cniserver.Request) ([]byte, error) {
+	start := time.Now()
+	out, err := s.serve(ctx, req)
+	attrs := []any{"command", req.Command, "containerID", req.ContainerID, "ifname", req.Ifname, "duration", time.Since(start).Round(time.Microsecond)}
+	if pa, perr := parsePodArgs(req.Args); perr == nil && pa.K8S_POD_NAME != "" {
+		attrs = append(attrs, "namespace", string(pa.K8S_POD_NAMESPACE), "pod", string(pa.K8S_POD_NAME))
+	}
+	if err != nil {
+		s.log.Warn("cni call failed", append(attrs, "error", err)...)
+	} else {
+		s.log.Info("cni call", attrs...)
+	}
+	return out, err
+}
+
+func (s *Service) serve(ctx context.Context, req *cniserver.Request) ([]byte, error) {
+	switch req.Command {
+	case "ADD":
+		return s.add(ctx, req)
+	case "DEL":
+		return nil, s.del(ctx, req)
+	case "CHECK":
+		if err := s.orch.Check(ctx, delegate.ContainerID(req.ContainerID), req.Netns); err != nil {
+			return nil, types.NewError(types.ErrInternal, err.Error(), "")
+		}
+		return nil, nil
+	case "GC":
+		return nil, s.gc(ctx, req)
+	case "STATUS":
+		return nil, s.status(ctx)
+	}
+	return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("unknown CNI command %q", req.Command), "")
+}
+
+func parsePodArgs(args string) (podArgs, error) {
+	var pa podArgs
+	if err := types.LoadArgs(args, &pa); err != nil {
+		return pa, fmt.Errorf("parse CNI_ARGS: %w", err)
+	}
+	return pa, nil
+}
+
+func (s *Service) add(ctx context.Context, req *cniserver.Request) ([]byte, error) {
+	pa, err := parsePodArgs(req.Args)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	if pa.K8S_POD_NAMESPACE == "" || pa.K8S_POD_NAME == "" {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
+			"CNI_ARGS lacks K8S_POD_NAMESPACE and K8S_POD_NAME: loom serves Kubernetes pods, whose runtime sets them", "")
+	}
+	var conf callConf
+	if err := json.Unmarshal(req.Config, &conf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "parse network configuration", err.Error())
+	}
+	pod, err := s.cluster.Pod(ctx, string(pa.K8S_POD_NAMESPACE), string(pa.K8S_POD_NAME), ktypes.UID(pa.K8S_POD_UID))
+	if err != nil {
+		return nil, types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	}
+	specs, err := s.resolver.Resolve(pod, req.Ifname, conf.RuntimeConfig)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	ref := delegate.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: delegate.PodUID(pod.UID)}
+	outcomes, err := s.orch.Add(ctx, ref, delegate.ContainerID(req.ContainerID), req.Netns, specs)
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("pod %s: %v", ref, err), "")
+	}
+	if err := s.writeStatus(ctx, pod, outcomes); err != nil {
+		// The pod is attached; a status we cannot build is worth a log line, not a failure.
+		s.log.Error("build network-status", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
+	}
+	res, err := outcomes[0].Result.GetAsVersion(conf.CNIVersion)
+	if err != nil {
+		return nil, types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert the default network's result to %s", conf.CNIVersion), err.Error())
+	}
+	return json.Marshal(res)
+}
+
+func (s *Service) writeStatus(ctx context.Context, pod *corev1.Pod, outcomes []delegate.Outcome) error {
+	statuses, err := npwg.NetworkStatus(outcomes)
+	if err != nil {
+		return err
+	}
+	value, err := npwg.StatusAnnotation(statuses)
+	if err != nil {
+		return err
+	}
+	s.cluster.SetAnnotation(ctx, pod.Namespace, pod.Name, pod.UID, nadv1.NetworkStatusAnnot, value)
+	return nil
+}
+
+// del releases a container from the ledger. It never asks the API server: when the ledger has
+// no record, it resolves the pod's networks from the cache if the pod is there, else the
+// default network alone, and releases those (DEL of something never attached is harmless).
+func (s *Service) del(ctx context.Context, req *cniserver.Request) error {
+	fallback := func() ([]delegate.Spec, delegate.PodRef) {
+		pa, _ := parsePodArgs(req.Args)
+		pod := s.cluster.CachedPod(string(pa.K8S_POD_NAMESPACE), string(pa.K8S_POD_NAME), ktypes.UID(pa.K8S_POD_UID))
+		if pod == nil {
+			pod = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+				Namespace: string(pa.K8S_POD_NAMESPACE), Name: string(pa.K8S_POD_NAME), UID: ktypes.UID(pa.K8S_POD_UID),
+			}}
+		}
+		ref := delegate.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: delegate.PodUID(pod.UID)}
+		specs, err := s.resolver.Resolve(pod, req.Ifname, nil)
+		if err != nil {
+			s.log.Warn("no ledger record and the pod's networks do not resolve: releasing nothing", "containerID", req.ContainerID, "error", err)
+			return nil, ref
+		}
+		return specs, ref
+	}
+	if err := s.orch.Del(ctx, delegate.ContainerID(req.ContainerID), req.Netns, fallback); err != nil {
+		return types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	return nil
+}
+
+// gc releases containers the runtime no longer lists and forwards GC to every delegate
+// network loomd knows: the default network and every NetworkAttachmentDefinition.
+func (s *Service) gc(ctx context.Context, req *cniserver.Request) error {
+	valid, err := delegate.ValidContainers(req.Config)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, err.Error(), "")
+	}
+	known, err := s.knownNetworks()
+	if err != nil {
+		s.log.Warn("gc: some networks could not be resolved; collecting the rest", "error", err)
+	}
+	if err := s.orch.GC(ctx, valid, known); err != nil {
+		return types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	return nil
+}
+
+func (s *Service) knownNetworks() ([]delegate.Spec, error) {
+	var errs []error
+	var known []delegate.Spec
+	if d, err := s.resolver.DefaultNetwork(); err != nil {
+		errs = append(errs, err)
+	} else {
+		known = append(known, d)
+	}
+	nads, err := s.cluster.NADs()
+	if err != nil {
+		return known, errors.Join(append(errs, err)...)
+	}
+	for _, nad := range nads {
+		spec, err := s.resolver.NetworkSpec(nad)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		known = append(known, spec)
+	}
+	return known, errors.Join(errs...)
+}
+
+// status answers STATUS: ready once the caches are filled and the default network resolves
+// and reports itself ready.
+func (s *Service) status(ctx context.Context) error {
+	if !s.ready.Load() {
+		return types.NewError(cniserver.ErrPluginNotAvailable, "loomd is starting: caches not synced yet", "")
+	}
+	d, err := s.resolver.DefaultNetwork()
+	if err != nil {
+		return types.NewError(cniserver.ErrPluginNotAvailable, "the default network does not resolve", err.Error())
+	}
+	if err := s.orch.Status(ctx, d); err != nil {
+		return types.NewError(cniserver.ErrPluginNotAvailable, "the default network is not ready", err.Error())
+	}
+	return nil
+}
+
+// Ready reports whether SetReady(true) was called.
+func (s *Service) Ready() bool { return s.ready.Load() }
