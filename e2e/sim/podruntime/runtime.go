@@ -51,6 +51,12 @@ type Config struct {
 	Exec invoke.Exec
 }
 
+// UnmanagedAnnotation, set to "true" on a pod, makes the runtime leave the pod's networking to
+// someone else: it creates no sandbox and calls no CNI for it, and only completes its deletion.
+// Tests and benchmarks that drive the CNI themselves (cnitool, cnibench) use it for the pod
+// objects loomd must find in the API.
+const UnmanagedAnnotation = "sim.loom.dev/unmanaged"
+
 // Runtime is one node's kubelet and container runtime.
 type Runtime struct {
 	cfg   Config
@@ -200,6 +206,12 @@ func (r *Runtime) sync(ctx context.Context, key string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if pod != nil && pod.Annotations[UnmanagedAnnotation] == "true" {
+		if pod.DeletionTimestamp != nil {
+			return r.deletePod(ctx, pod)
+		}
+		return nil
 	}
 	sandboxes, err := r.store.ForPod(namespace, name)
 	if err != nil {
