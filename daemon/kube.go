@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -13,12 +12,10 @@ import (
 	nadinformers "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/informers/externalversions"
 	nadlisters "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/listers/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	ktypes "k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -142,46 +139,4 @@ func (c *Cluster) NAD(namespace, name string) (*nadv1.NetworkAttachmentDefinitio
 // NADs lists every cached NetworkAttachmentDefinition.
 func (c *Cluster) NADs() ([]*nadv1.NetworkAttachmentDefinition, error) {
 	return c.nads.List(labels.Everything())
-}
-
-// statusPatchTimeout bounds the synchronous attempt to write network-status: an API server
-// hiccup must not hold up a pod whose networks are already attached.
-const statusPatchTimeout = 5 * time.Second
-
-// SetAnnotation writes one annotation on a pod with a merge patch whose uid makes it apply
-// only to that pod, not to one created again under the same name. If the API server does not
-// take it in time, it is retried in the background and the call returns nil: the attachment
-// is done, and the status follows.
-func (c *Cluster) SetAnnotation(ctx context.Context, namespace, name string, uid ktypes.UID, key, value string) {
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
-		"uid":         uid,
-		"annotations": map[string]string{key: value},
-	}})
-	try := func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, statusPatchTimeout)
-		defer cancel()
-		_, err := c.client.CoreV1().Pods(namespace).Patch(ctx, name, ktypes.MergePatchType, patch, metav1.PatchOptions{})
-		return err
-	}
-	err := try(ctx)
-	if err == nil || gone(err) {
-		return
-	}
-	c.log.Warn("annotate pod: retrying in the background", "namespace", namespace, "pod", name, "error", err)
-	go func() {
-		backoff := wait.Backoff{Duration: time.Second, Factor: 2, Steps: 10, Cap: time.Minute}
-		err := wait.ExponentialBackoff(backoff, func() (bool, error) {
-			err := try(context.Background())
-			return err == nil || gone(err), nil
-		})
-		if err != nil {
-			c.log.Error("annotate pod: giving up", "namespace", namespace, "pod", name, "error", err)
-		}
-	}()
-}
-
-// gone reports errors after which patching the pod is pointless: it no longer exists, or the
-// name now belongs to another pod.
-func gone(err error) bool {
-	return apierrors.IsNotFound(err) || apierrors.IsConflict(err) || apierrors.IsInvalid(err)
 }

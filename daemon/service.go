@@ -22,18 +22,19 @@ import (
 
 // Service answers the loom binary's CNI calls.
 type Service struct {
-	cluster  *Cluster
-	resolver *npwg.Resolver
-	orch     *delegate.Orchestrator
-	log      *slog.Logger
-	ready    atomic.Bool
+	cluster   *Cluster
+	resolver  *npwg.Resolver
+	orch      *delegate.Orchestrator
+	annotator *Annotator
+	log       *slog.Logger
+	ready     atomic.Bool
 }
 
 var _ cniserver.Handler = (*Service)(nil)
 
 // NewService wires the pieces of the CNI service together.
-func NewService(cluster *Cluster, resolver *npwg.Resolver, orch *delegate.Orchestrator, log *slog.Logger) *Service {
-	return &Service{cluster: cluster, resolver: resolver, orch: orch, log: log}
+func NewService(cluster *Cluster, resolver *npwg.Resolver, orch *delegate.Orchestrator, annotator *Annotator, log *slog.Logger) *Service {
+	return &Service{cluster: cluster, resolver: resolver, orch: orch, annotator: annotator, log: log}
 }
 
 // SetReady marks the service ready (or not) to serve ADDs; STATUS reports it.
@@ -123,7 +124,7 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request) ([]byte, erro
 	if err != nil {
 		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("pod %s: %v", ref, err), "")
 	}
-	if err := s.writeStatus(ctx, pod, outcomes); err != nil {
+	if err := s.writeStatus(PodKey{pod.Namespace, pod.Name, pod.UID}, outcomes); err != nil {
 		// The pod is attached; a status we cannot build is worth a log line, not a failure.
 		s.log.Error("build network-status", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
 	}
@@ -134,7 +135,8 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request) ([]byte, erro
 	return json.Marshal(res)
 }
 
-func (s *Service) writeStatus(ctx context.Context, pod *corev1.Pod, outcomes []delegate.Outcome) error {
+// writeStatus queues the pod's network-status; the Annotator writes it.
+func (s *Service) writeStatus(pod PodKey, outcomes []delegate.Outcome) error {
 	statuses, err := npwg.NetworkStatus(outcomes)
 	if err != nil {
 		return err
@@ -143,7 +145,36 @@ func (s *Service) writeStatus(ctx context.Context, pod *corev1.Pod, outcomes []d
 	if err != nil {
 		return err
 	}
-	s.cluster.SetAnnotation(ctx, pod.Namespace, pod.Name, pod.UID, nadv1.NetworkStatusAnnot, value)
+	s.annotator.Set(pod, value)
+	return nil
+}
+
+// ResyncStatus writes network-status again for every attached pod whose annotation differs
+// from what the ledger says: a loomd that stopped between an ADD and its annotation, or a
+// user who edited it, is caught up at start.
+func (s *Service) ResyncStatus() error {
+	recs, err := s.orch.Records()
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		pod := s.cluster.CachedPod(rec.Pod.Namespace, rec.Pod.Name, ktypes.UID(rec.Pod.UID))
+		if pod == nil {
+			continue
+		}
+		outcomes, err := rec.Outcomes()
+		if err != nil || len(outcomes) == 0 || len(outcomes) != len(rec.Attachments) {
+			continue
+		}
+		statuses, err := npwg.NetworkStatus(outcomes)
+		if err != nil {
+			continue
+		}
+		value, err := npwg.StatusAnnotation(statuses)
+		if err == nil && pod.Annotations[nadv1.NetworkStatusAnnot] != value {
+			s.annotator.Set(PodKey{pod.Namespace, pod.Name, pod.UID}, value)
+		}
+	}
 	return nil
 }
 

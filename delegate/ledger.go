@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -43,12 +44,18 @@ type Record struct {
 	Attachments []Entry     `json:"attachments"`
 }
 
-// Ledger is the node's durable record of attachments: one JSON file per container, written
-// atomically (temp file, fsync, rename, fsync of the directory), so a crash leaves either the
-// old or the new record, never a torn one. It survives loomd restarts and is all DEL, CHECK
-// and GC need.
+// Ledger is the node's record of attachments: one JSON file per container, replaced
+// atomically (a temporary file renamed over the record), so a crash of loomd or of the loom
+// binary leaves the old record or the new one, never a torn one. It survives loomd restarts
+// and is all DEL, CHECK and GC need.
+//
+// Records are not fsynced: they sit on the ADD path, an fsync costs milliseconds, and the only
+// thing it would protect against is losing power, after which no pod of the node is running
+// any more. A record that such a crash left unreadable is logged and dropped, and the
+// delegates' own GC, which the runtime triggers after a reboot, releases what it described.
 type Ledger struct {
 	dir string
+	log *slog.Logger
 }
 
 // containerIDPattern is the CNI spec's rule for container IDs; it also keeps IDs safe as file
@@ -58,11 +65,11 @@ var containerIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
 const recordSuffix = ".json"
 
 // OpenLedger opens (creating if needed) the ledger in dir.
-func OpenLedger(dir string) (*Ledger, error) {
+func OpenLedger(dir string, log *slog.Logger) (*Ledger, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create ledger dir: %w", err)
 	}
-	return &Ledger{dir: dir}, nil
+	return &Ledger{dir: dir, log: log}, nil
 }
 
 // Dir is the directory the ledger lives in.
@@ -88,8 +95,12 @@ func (l *Ledger) Load(id ContainerID) (r Record, ok bool, err error) {
 	if err != nil {
 		return Record{}, false, fmt.Errorf("read ledger record: %w", err)
 	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return Record{}, false, fmt.Errorf("decode ledger record %s: %w", p, err)
+	if err := json.Unmarshal(b, &r); err != nil || r.ContainerID != id {
+		l.log.Warn("dropping unreadable ledger record", "containerID", id, "path", p, "error", err)
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return Record{}, false, fmt.Errorf("remove unreadable ledger record: %w", err)
+		}
+		return Record{}, false, nil
 	}
 	return r, true, nil
 }
@@ -118,9 +129,6 @@ func (l *Ledger) Save(r Record) error {
 	if _, err := f.Write(b); err != nil {
 		return fmt.Errorf("write ledger record: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync ledger record: %w", err)
-	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write ledger record: %w", err)
 	}
@@ -128,7 +136,7 @@ func (l *Ledger) Save(r Record) error {
 		return fmt.Errorf("write ledger record: %w", err)
 	}
 	renamed = true
-	return l.syncDir()
+	return nil
 }
 
 // Remove deletes a container's record; a missing record is not an error.
@@ -140,7 +148,7 @@ func (l *Ledger) Remove(id ContainerID) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove ledger record: %w", err)
 	}
-	return l.syncDir()
+	return nil
 }
 
 // List returns every record, ordered by container ID. Leftover temporary files from a crash
@@ -192,16 +200,4 @@ func (l *Ledger) Lock(timeout time.Duration) (unlock func(), err error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func (l *Ledger) syncDir() error {
-	d, err := os.Open(l.dir)
-	if err != nil {
-		return fmt.Errorf("sync ledger dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync ledger dir: %w", err)
-	}
-	return nil
 }

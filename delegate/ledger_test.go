@@ -1,6 +1,7 @@
 package delegate
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -8,7 +9,7 @@ import (
 )
 
 func TestLedgerRoundTripAndList(t *testing.T) {
-	l, err := OpenLedger(filepath.Join(t.TempDir(), "ledger"))
+	l, err := OpenLedger(filepath.Join(t.TempDir(), "ledger"), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func TestLedgerRoundTripAndList(t *testing.T) {
 }
 
 func TestLedgerRejectsContainerIDsThatAreNotFileNames(t *testing.T) {
-	l, err := OpenLedger(t.TempDir())
+	l, err := OpenLedger(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestLedgerRejectsContainerIDsThatAreNotFileNames(t *testing.T) {
 }
 
 func TestLedgerLockIsExclusive(t *testing.T) {
-	l, err := OpenLedger(t.TempDir())
+	l, err := OpenLedger(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,4 +79,21 @@ func TestLedgerLockIsExclusive(t *testing.T) {
 		t.Fatalf("lock after release: %v", err)
 	}
 	unlock2()
+}
+
+func TestLedgerDropsAnUnreadableRecord(t *testing.T) {
+	l, err := OpenLedger(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a power loss can leave of a record that was never fsynced.
+	if err := os.WriteFile(filepath.Join(l.Dir(), "c1.json"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := l.Load("c1"); ok || err != nil {
+		t.Fatalf("Load of an empty record: ok=%v err=%v, want nothing and no error", ok, err)
+	}
+	if _, err := os.Stat(filepath.Join(l.Dir(), "c1.json")); !os.IsNotExist(err) {
+		t.Fatalf("unreadable record kept: %v", err)
+	}
 }

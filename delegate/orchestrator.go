@@ -80,47 +80,54 @@ func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netn
 		}
 	}
 
+	// One record before anything runs marks every attachment as possibly present, so DEL after
+	// a crash at any point releases all of them (DEL of one that never ran is harmless), and a
+	// second one once all succeeded: two writes per ADD whatever the number of attachments.
 	rec := Record{ContainerID: id, Netns: netns, Pod: pod, Created: o.now().UTC()}
 	for _, s := range specs {
-		rec.Attachments = append(rec.Attachments, Entry{Spec: s, State: StatePlanned})
+		rec.Attachments = append(rec.Attachments, Entry{Spec: s, State: StateAdding})
+	}
+	if err := o.ledger.Save(rec); err != nil {
+		return nil, fmt.Errorf("record attachments of container %s: %w", id, err)
 	}
 	outcomes := make([]Outcome, 0, len(specs))
 	for i := range rec.Attachments {
 		e := &rec.Attachments[i]
-		e.State = StateAdding
-		if err := o.ledger.Save(rec); err != nil {
-			return nil, o.rollback(ctx, rec, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: err})
-		}
 		call := Call{Spec: e.Spec, ContainerID: id, Netns: netns, Pod: pod}
 		res, err := o.kinds[e.Kind].Add(ctx, call)
-		if err != nil {
-			return nil, o.rollback(ctx, rec, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: err})
+		if err == nil {
+			e.Result, err = json.Marshal(res)
 		}
-		if e.Result, err = json.Marshal(res); err != nil {
-			return nil, o.rollback(ctx, rec, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: fmt.Errorf("encode result: %w", err)})
+		if err != nil {
+			return nil, o.rollback(ctx, rec, i, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: err})
 		}
 		e.State = StateAdded
 		outcomes = append(outcomes, Outcome{Spec: e.Spec, Result: res})
 	}
+	last := len(specs) - 1
 	for _, s := range specs {
 		if len(s.DefaultRoute) == 0 {
 			continue
 		}
 		if err := setDefaultRoute(netns, s.Ifname, s.DefaultRoute); err != nil {
-			return nil, o.rollback(ctx, rec, &AttachError{Network: s.Network, Ifname: s.Ifname, Err: err})
+			return nil, o.rollback(ctx, rec, last, &AttachError{Network: s.Network, Ifname: s.Ifname, Err: err})
 		}
 	}
 	if err := o.ledger.Save(rec); err != nil {
-		last := rec.Attachments[len(rec.Attachments)-1]
-		return nil, o.rollback(ctx, rec, &AttachError{Network: last.Network, Ifname: last.Ifname, Err: err})
+		e := rec.Attachments[last]
+		return nil, o.rollback(ctx, rec, last, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: fmt.Errorf("record results: %w", err)})
 	}
 	return outcomes, nil
 }
 
-// rollback releases what rec holds after a failed ADD and completes the *AttachError.
-func (o *Orchestrator) rollback(ctx context.Context, rec Record, ae *AttachError) error {
+// rollback releases, in reverse order, the attachments of rec up to and including the
+// attempted one after a failed ADD, and completes the *AttachError.
+func (o *Orchestrator) rollback(ctx context.Context, rec Record, attempted int, ae *AttachError) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
+	for i := attempted + 1; i < len(rec.Attachments); i++ {
+		rec.Attachments[i].State = StatePlanned
+	}
 	ae.Rollback = o.release(ctx, rec, "")
 	return ae
 }
@@ -355,4 +362,23 @@ func ValidContainers(gcConfig []byte) (map[ContainerID]bool, error) {
 		valid[ContainerID(a.ContainerID)] = true
 	}
 	return valid, nil
+}
+
+// Records returns what the ledger holds for every container.
+func (o *Orchestrator) Records() ([]Record, error) { return o.ledger.List() }
+
+// Outcomes returns the completed attachments of a record as Add returned them.
+func (r Record) Outcomes() ([]Outcome, error) {
+	var out []Outcome
+	for _, e := range r.Attachments {
+		if e.State != StateAdded {
+			continue
+		}
+		res, err := decodeResult(e.Result)
+		if err != nil {
+			return nil, fmt.Errorf("attachment %q interface %s: %w", e.Network, e.Ifname, err)
+		}
+		out = append(out, Outcome{Spec: e.Spec, Result: res, DeviceInfo: e.DeviceInfo})
+	}
+	return out, nil
 }

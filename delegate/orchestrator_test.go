@@ -93,7 +93,7 @@ func specs(names ...string) []Spec {
 
 func newTestOrchestrator(t *testing.T) (*Orchestrator, *recorder, *Ledger) {
 	t.Helper()
-	l, err := OpenLedger(t.TempDir())
+	l, err := OpenLedger(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,4 +348,24 @@ func assertLedgerEmpty(t *testing.T, l *Ledger) {
 			t.Errorf("ledger not empty: %s", filepath.Join(l.Dir(), de.Name()))
 		}
 	}
+}
+
+func TestDelAfterACrashMidAddReleasesEveryAttachment(t *testing.T) {
+	o, rec, l := newTestOrchestrator(t)
+	// What Add leaves on disk if loomd dies while the second attachment runs.
+	r := Record{ContainerID: "c1", Netns: "/ns", Pod: pod}
+	for _, s := range specs("default", "a", "b") {
+		r.Attachments = append(r.Attachments, Entry{Spec: s, State: StateAdding})
+	}
+	if err := l.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Del(context.Background(), "c1", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"del b/net2", "del a/net1", "del default/eth0"}
+	if got := rec.log(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls = %v, want %v", got, want)
+	}
+	assertLedgerEmpty(t, l)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -224,7 +225,7 @@ func (e *env) ledgerRecord(pod string) delegate.Record {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	l, err := delegate.OpenLedger(filepath.Join(node.LoomStateDir(), "ledger"))
+	l, err := delegate.OpenLedger(filepath.Join(node.LoomStateDir(), "ledger"), slog.New(slog.DiscardHandler))
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -75,7 +75,8 @@ func offline(ctx context.Context, cmd string, a *skel.CmdArgs, conf *cniserver.P
 	if conf.LedgerDir == "" {
 		return types.NewError(types.ErrTryAgainLater, "loomd is not running and the configuration names no ledger", cause.Error())
 	}
-	ledger, err := delegate.OpenLedger(conf.LedgerDir)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ledger, err := delegate.OpenLedger(conf.LedgerDir, log)
 	if err != nil {
 		return err
 	}
@@ -89,7 +90,6 @@ func offline(ctx context.Context, cmd string, a *skel.CmdArgs, conf *cniserver.P
 	if conf.BinDir != "" {
 		binDirs = []string{conf.BinDir}
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	orch := delegate.NewOrchestrator(ledger, map[string]delegate.Attachment{
 		delegate.KindCNI: exec.New(binDirs, conf.CacheDir, nil),
 	}, log)

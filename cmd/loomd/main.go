@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -52,8 +53,15 @@ func level(s string) slog.Level {
 	return l
 }
 
-// shutdownTimeout lets in-flight CNI calls finish when loomd is told to stop.
-const shutdownTimeout = 30 * time.Second
+const (
+	// shutdownTimeout lets in-flight CNI calls finish when loomd is told to stop.
+	shutdownTimeout = 30 * time.Second
+	// annotateWorkers write network-status annotations in parallel.
+	annotateWorkers = 4
+	// apiQPS and apiBurst let a node start many pods at once without queueing their
+	// annotations behind client-go's default limit of 5 requests a second.
+	apiQPS, apiBurst = 50, 100
+)
 
 func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	restCfg, err := restConfig(cfg)
@@ -69,7 +77,7 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 		return fmt.Errorf("network-attachment-definition client: %w", err)
 	}
 
-	ledger, err := delegate.OpenLedger(cfg.LedgerDir)
+	ledger, err := delegate.OpenLedger(cfg.LedgerDir, log)
 	if err != nil {
 		return err
 	}
@@ -94,8 +102,10 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	svc := daemon.NewService(cluster, resolver, orch, log)
+	annotator := daemon.NewAnnotator(kube, nadv1.NetworkStatusAnnot, log)
+	svc := daemon.NewService(cluster, resolver, orch, annotator, log)
 	go cluster.Run(ctx)
+	go annotator.Run(ctx, annotateWorkers)
 
 	listener, err := cniserver.Listen(cfg.Socket)
 	if err != nil {
@@ -138,6 +148,7 @@ func restConfig(cfg daemon.Config) (*rest.Config, error) {
 		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
 	}
 	rc.UserAgent = "loomd/" + cfg.NodeName
+	rc.QPS, rc.Burst = apiQPS, apiBurst
 	return rc, nil
 }
 
@@ -152,6 +163,9 @@ func becomeReady(ctx context.Context, cfg daemon.Config, cluster *daemon.Cluster
 		if err == nil {
 			if err = daemon.WriteCNIConfig(cfg); err == nil {
 				svc.SetReady(true)
+				if err := svc.ResyncStatus(); err != nil {
+					log.Warn("resync network-status from the ledger", "error", err)
+				}
 				log.Info("ready", "cniConfig", cfg.CNIConfDir+"/"+cfg.CNIConfName, "socket", cfg.Socket)
 				return
 			}

@@ -176,3 +176,37 @@ func assertNoAllocations(t *testing.T, dataDir string) {
 		t.Fatalf("host-local still holds addresses for %v", ids)
 	}
 }
+
+// TestIpvlan runs the ipvlan delegate where the kernel has ipvlan, and says so where it does
+// not: a kernel without the driver answers "Unknown device type" / EOPNOTSUPP.
+func TestIpvlan(t *testing.T) {
+	dir := pluginsDir(t)
+	nodeName, node := netnstest.New(t)
+	netnstest.Run(t, nodeName, "ip", "link", "add", "loomt-m0", "type", "veth", "peer", "name", "loomt-m1")
+	probe := &netlink.IPVlan{LinkAttrs: netlink.LinkAttrs{Name: "loomt-probe", ParentIndex: 0}, Mode: netlink.IPVLAN_MODE_L2}
+	err := node.Do(func(ns.NetNS) error {
+		parent, err := netlink.LinkByName("loomt-m0")
+		if err != nil {
+			return err
+		}
+		probe.ParentIndex = parent.Attrs().Index
+		if err := netlink.LinkAdd(probe); err != nil {
+			return err
+		}
+		return netlink.LinkDel(probe)
+	})
+	if err != nil {
+		t.Skipf("kernel lacks ipvlan (creating an ipvlan link failed: %v); this test needs a kernel with CONFIG_IPVLAN", err)
+	}
+	podName, _ := netnstest.New(t)
+	conf := json.RawMessage(`{"cniVersion":"1.1.0","name":"iv","plugins":[{"type":"ipvlan","master":"loomt-m0","mode":"l2",
+	  "ipam":{"type":"static","addresses":[{"address":"192.0.2.20/24"}]}}]}`)
+	cni := exec.New([]string{dir}, t.TempDir(), nil)
+	call := delegate.Call{Spec: delegate.Spec{Network: "iv", Ifname: "net1", Kind: delegate.KindCNI, Config: conf}, ContainerID: "c1", Netns: netnstest.Path(podName)}
+	ctx := context.Background()
+	inNode(t, node, func() error { _, err := cni.Add(ctx, call); return err })
+	if out := netnstest.Run(t, podName, "ip", "-d", "link", "show", "net1"); !strings.Contains(out, "ipvlan") {
+		t.Fatalf("net1 is not an ipvlan link: %s", out)
+	}
+	inNode(t, node, func() error { return cni.Del(ctx, call, nil) })
+}

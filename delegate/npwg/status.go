@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -107,15 +108,21 @@ func outcomeStatus(o delegate.Outcome) ([]Status, int, map[int][]string, error) 
 		return nil, 0, nil, fmt.Errorf("convert CNI result: %w", err)
 	}
 	for _, r := range res.Routes {
-		if r == nil || r.GW == nil {
+		if r == nil {
 			continue
 		}
-		if ones, _ := r.Dst.Mask.Size(); ones == 0 && (r.Dst.IP == nil || r.Dst.IP.IsUnspecified()) {
-			gw, ok := netip.AddrFromSlice(r.GW)
-			if ok {
-				gw = gw.Unmap()
-				routes[family(gw)] = append(routes[family(gw)], gw.String())
-			}
+		if ones, _ := r.Dst.Mask.Size(); ones != 0 || (r.Dst.IP != nil && !r.Dst.IP.IsUnspecified()) {
+			continue
+		}
+		gwIP := r.GW
+		if gwIP == nil {
+			// A route without "gw" goes through the plugin's default gateway: the gateway of
+			// the result's address of the same family (CNI spec, "routes").
+			gwIP = ipConfigGateway(res, r.Dst.IP.To4() != nil)
+		}
+		if gw, ok := netip.AddrFromSlice(gwIP); ok {
+			gw = gw.Unmap()
+			routes[family(gw)] = append(routes[family(gw)], gw.String())
 		}
 	}
 
@@ -181,4 +188,15 @@ func StatusAnnotation(statuses []Status) (string, error) {
 		return "", fmt.Errorf("render network-status: %w", err)
 	}
 	return string(b), nil
+}
+
+// ipConfigGateway returns the gateway of the first address of the given family in res that has
+// one, or nil.
+func ipConfigGateway(res *current.Result, v4 bool) net.IP {
+	for _, ipc := range res.IPs {
+		if ipc != nil && ipc.Gateway != nil && (ipc.Gateway.To4() != nil) == v4 {
+			return ipc.Gateway
+		}
+	}
+	return nil
 }

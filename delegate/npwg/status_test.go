@@ -129,6 +129,15 @@ func TestNetworkStatus(t *testing.T) {
 			want: []Status{{Name: "kube-system/loom", Interface: "eth0", IPs: []string{"10.0.0.5", "fd00::5"}, Default: true, DefaultRoute: []string{"10.0.0.254", "fd00::1"}}},
 		},
 		{
+			name: "default route without gw goes through the address's gateway",
+			outcomes: func(t *testing.T) []delegate.Outcome {
+				r := `{"cniVersion":"1.1.0","interfaces":[{"name":"cni0"},{"name":"eth0","sandbox":"/ns"}],` +
+					`"ips":[{"interface":1,"address":"10.244.1.3/24","gateway":"10.244.1.1"}],"routes":[{"dst":"0.0.0.0/0"}]}`
+				return []delegate.Outcome{{Spec: defaultSpec, Result: result(t, "1.1.0", r)}}
+			},
+			want: []Status{{Name: "kube-system/loom", Interface: "eth0", IPs: []string{"10.244.1.3"}, Default: true, DefaultRoute: []string{"10.244.1.1"}}},
+		},
+		{
 			name: "no result and device info",
 			outcomes: func(t *testing.T) []delegate.Outcome {
 				return []delegate.Outcome{

@@ -2,22 +2,23 @@
 // simulated cluster (loomctl sim node-exec), it drives ADD+DEL of pods through the loom
 // conflist exactly as a container runtime does, and the same delegates directly — the very
 // configurations loomd resolved, read back from the node's ledger — interleaving the two so
-// drift on the machine affects both alike. It prints one JSON object with the figures;
-// hack/bench.sh turns them into BENCH lines.
+// drift on the machine affects both alike. It prints the figures and, last, one BENCH line
+// per target, computed from this run alone.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -25,38 +26,32 @@ import (
 	"github.com/loom-cni/loom/delegate"
 )
 
-type report struct {
-	Iterations       int     `json:"iterations"`
-	Attachments      int     `json:"attachments"`
-	LoomP50Ms        float64 `json:"loomP50Ms"`
-	BareP50Ms        float64 `json:"bareP50Ms"`
-	LoomP90Ms        float64 `json:"loomP90Ms"`
-	BareP90Ms        float64 `json:"bareP90Ms"`
-	Concurrency      int     `json:"concurrency"`
-	LoomConcurrentMs float64 `json:"loomConcurrentMs"`
-	BareConcurrentMs float64 `json:"bareConcurrentMs"`
-	LoomFailures     int     `json:"loomFailures"`
-	BareFailures     int     `json:"bareFailures"`
-}
-
 type pod struct{ namespace, name, uid string }
+
+// variant is one way of giving a pod its networks: through loom, or the bare delegates.
+type variant struct {
+	name string
+	add  func(ctx context.Context, netns, id string, p pod) error
+	del  func(ctx context.Context, netns, id string, p pod) error
+}
 
 func main() {
 	conflist := flag.String("conflist", "/etc/cni/net.d/00-loom.conflist", "loom's conflist as the runtime sees it")
 	binDir := flag.String("bin", "/opt/cni/bin", "CNI plugin directory")
 	ledgerDir := flag.String("ledger", "/var/lib/loom/ledger", "loomd's ledger, to read the delegates' configurations back")
 	pods := flag.String("pods", "", "comma-separated namespace/name/uid of pods that exist in the API, bound to this node and left alone by the runtime")
-	n := flag.Int("n", 40, "sequential iterations of each variant")
+	n := flag.Int("n", 40, "sequential pod lifecycles (ADD, life, DEL) of each variant")
+	life := flag.Duration("life", 200*time.Millisecond, "how long each pod lives between ADD and DEL")
 	flag.Parse()
-	if err := run(*conflist, *binDir, *ledgerDir, *pods, *n); err != nil {
+	if err := run(*conflist, *binDir, *ledgerDir, *pods, *n, *life); err != nil {
 		fmt.Fprintln(os.Stderr, "cnibench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(conflistPath, binDir, ledgerDir, podList string, n int) error {
+func run(conflistPath, binDir, ledgerDir, podList string, n int, life time.Duration) error {
 	var ps []pod
-	for _, p := range strings.Split(podList, ",") {
+	for _, p := range strings.Split(strings.Trim(podList, ","), ",") {
 		f := strings.Split(p, "/")
 		if len(f) != 3 {
 			return fmt.Errorf("pod %q: want namespace/name/uid", p)
@@ -80,59 +75,82 @@ func run(conflistPath, binDir, ledgerDir, podList string, n int) error {
 	if err != nil {
 		return err
 	}
-	loom := func(ctx context.Context, netns, id string, p pod) error {
-		rt := runtimeConf(netns, id, p, "eth0", nil)
-		if _, err := cni.AddNetworkList(ctx, loomList, rt); err != nil {
+	loom := variant{
+		name: "loom",
+		add: func(ctx context.Context, netns, id string, p pod) error {
+			_, err := cni.AddNetworkList(ctx, loomList, runtimeConf(netns, id, p, "eth0", nil))
+			return err
+		},
+		del: func(ctx context.Context, netns, id string, p pod) error {
+			return cni.DelNetworkList(ctx, loomList, runtimeConf(netns, id, p, "eth0", nil))
+		},
+	}
+	lists := make([]*libcni.NetworkConfigList, len(specs))
+	for i, s := range specs {
+		if lists[i], err = libcni.NetworkConfFromBytes(s.Config); err != nil {
 			return err
 		}
-		return cni.DelNetworkList(ctx, loomList, rt)
 	}
-	bare := func(ctx context.Context, netns, id string, p pod) error {
-		var added []int
-		var errs []error
-		for i, s := range specs {
-			list, err := libcni.NetworkConfFromBytes(s.Config)
-			if err == nil {
-				_, err = cni.AddNetworkList(ctx, list, runtimeConf(netns, id, p, s.Ifname, s.CapabilityArgs))
+	bare := variant{
+		name: "bare delegates",
+		add: func(ctx context.Context, netns, id string, p pod) error {
+			for i, s := range specs {
+				if _, err := cni.AddNetworkList(ctx, lists[i], runtimeConf(netns, id, p, s.Ifname, s.CapabilityArgs)); err != nil {
+					return err
+				}
 			}
-			if err != nil {
-				errs = append(errs, err)
-				break
+			return nil
+		},
+		del: func(ctx context.Context, netns, id string, p pod) error {
+			var errs []error
+			for i, s := range slices.Backward(specs) {
+				errs = append(errs, cni.DelNetworkList(ctx, lists[i], runtimeConf(netns, id, p, s.Ifname, s.CapabilityArgs)))
 			}
-			added = append(added, i)
-		}
-		for _, i := range slices.Backward(added) {
-			list, _ := libcni.NetworkConfFromBytes(specs[i].Config)
-			if err := cni.DelNetworkList(ctx, list, runtimeConf(netns, id, p, specs[i].Ifname, specs[i].CapabilityArgs)); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		return errors.Join(errs...)
+			return errors.Join(errs...)
+		},
 	}
 
-	r := report{Iterations: n, Attachments: len(specs), Concurrency: len(ps)}
-	var loomTimes, bareTimes []time.Duration
+	// Sequential pod lifecycles, the two variants interleaved so drift affects both alike.
+	adds, dels := map[string][]time.Duration{}, map[string][]time.Duration{}
 	for i := 0; i < n; i++ {
-		for _, v := range []struct {
-			f     func(context.Context, string, string, pod) error
-			times *[]time.Duration
-		}{{loom, &loomTimes}, {bare, &bareTimes}} {
-			d, err := timed(ctx, fmt.Sprintf("seq-%d", i), ps[0], v.f)
+		for _, v := range []variant{loom, bare} {
+			add, del, err := lifecycle(ctx, fmt.Sprintf("seq%d", i), ps[0], v, life)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", v.name, err)
 			}
-			*v.times = append(*v.times, d)
+			adds[v.name], dels[v.name] = append(adds[v.name], add), append(dels[v.name], del)
 		}
 	}
-	r.LoomP50Ms, r.LoomP90Ms = percentile(loomTimes, 50), percentile(loomTimes, 90)
-	r.BareP50Ms, r.BareP90Ms = percentile(bareTimes, 50), percentile(bareTimes, 90)
-	r.LoomConcurrentMs, r.LoomFailures = concurrent(ctx, ps, "loom", loom)
-	r.BareConcurrentMs, r.BareFailures = concurrent(ctx, ps, "bare", bare)
-	return json.NewEncoder(os.Stdout).Encode(r)
+	cost := func(v variant) time.Duration { return percentile(adds[v.name], 50) + percentile(dels[v.name], 50) }
+	for _, v := range []variant{loom, bare} {
+		fmt.Printf("%-15s p50 ADD %6.1f ms  DEL %6.1f ms  (p90 %6.1f / %6.1f ms) over %d pods with %d attachments\n", v.name,
+			ms(percentile(adds[v.name], 50)), ms(percentile(dels[v.name], 50)),
+			ms(percentile(adds[v.name], 90)), ms(percentile(dels[v.name], 90)), n, len(specs))
+	}
+
+	loomWall, loomFail := concurrentAdds(ctx, ps, loom)
+	bareWall, bareFail := concurrentAdds(ctx, ps, bare)
+	fmt.Printf("%d concurrent pod ADDs: loom %.0f ms wall (%d failed), bare delegates %.0f ms wall (%d failed)\n",
+		len(ps), ms(loomWall), loomFail, ms(bareWall), bareFail)
+
+	bench("cni_add_del_p50_vs_bare", float64(cost(loom))/float64(cost(bare)), "ratio", "<=", 1.15)
+	bench("concurrent_add_failures", float64(loomFail), "count", "==", 0)
+	bench("concurrent_add_wall_vs_bare", float64(loomWall)/float64(bareWall), "ratio", "<=", 1.5)
+	return nil
+}
+
+// bench prints one verdict line in the format every Loom benchmark ends with.
+func bench(name string, measured float64, unit, op string, target float64) {
+	pass := map[string]bool{"<=": measured <= target, ">=": measured >= target, "==": measured == target, "<": measured < target}[op]
+	verdict := "FAIL"
+	if pass {
+		verdict = "PASS"
+	}
+	fmt.Printf("BENCH %s %.3g %s target %s %g %s\n", name, measured, unit, op, target, verdict)
 }
 
 func resolvedSpecs(ctx context.Context, cni *libcni.CNIConfig, loomList *libcni.NetworkConfigList, ledgerDir string, p pod) ([]delegate.Spec, error) {
-	netns, cleanup, err := newNetns("cnibench-probe")
+	netns, cleanup, err := newNetns("probe")
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +160,7 @@ func resolvedSpecs(ctx context.Context, cni *libcni.CNIConfig, loomList *libcni.
 		return nil, fmt.Errorf("probe ADD through loom: %w", err)
 	}
 	defer cni.DelNetworkList(ctx, loomList, rt)
-	ledger, err := delegate.OpenLedger(ledgerDir)
+	ledger, err := delegate.OpenLedger(ledgerDir, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, err
 	}
@@ -157,60 +175,59 @@ func resolvedSpecs(ctx context.Context, cni *libcni.CNIConfig, loomList *libcni.
 	return specs, nil
 }
 
-// timed runs one ADD+DEL in a fresh netns and returns how long the CNI calls took.
-func timed(ctx context.Context, id string, p pod, f func(context.Context, string, string, pod) error) (time.Duration, error) {
+// lifecycle gives one pod its networks in a fresh netns, lets it live, and takes them away
+// again. It returns how long ADD and DEL took; the pod's life between them is not timed, as
+// a real pod's is not: loomd writes the pod's network-status meanwhile, as it would then.
+func lifecycle(ctx context.Context, id string, p pod, v variant, life time.Duration) (add, del time.Duration, err error) {
 	netns, cleanup, err := newNetns(id)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer cleanup()
 	start := time.Now()
-	if err := f(ctx, netns, id, p); err != nil {
-		return 0, fmt.Errorf("%s: %w", id, err)
+	if err := v.add(ctx, netns, id, p); err != nil {
+		return 0, 0, fmt.Errorf("ADD %s: %w", id, err)
 	}
-	return time.Since(start), nil
+	add = time.Since(start)
+	time.Sleep(life)
+	start = time.Now()
+	if err := v.del(ctx, netns, id, p); err != nil {
+		return 0, 0, fmt.Errorf("DEL %s: %w", id, err)
+	}
+	return add, time.Since(start), nil
 }
 
-// concurrent starts one pod per entry of ps at once and returns the wall time of all their
-// ADDs+DELs and how many failed.
-func concurrent(ctx context.Context, ps []pod, label string, f func(context.Context, string, string, pod) error) (float64, int) {
-	type job struct {
-		netns, id string
-		cleanup   func()
-	}
-	var jobs []job
+// concurrentAdds starts one pod per entry of ps at once and returns the wall time until all
+// their ADDs returned, and how many failed. The pods are deleted afterwards, untimed.
+func concurrentAdds(ctx context.Context, ps []pod, v variant) (time.Duration, int) {
+	netnses := make([]string, len(ps))
 	for i := range ps {
-		id := fmt.Sprintf("conc-%s-%d", label, i)
-		netns, cleanup, err := newNetns(id)
+		netns, cleanup, err := newNetns(fmt.Sprintf("conc%d", i))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "cnibench:", err)
 			return 0, len(ps)
 		}
-		jobs = append(jobs, job{netns, id, cleanup})
+		defer cleanup()
+		netnses[i] = netns
 	}
-	defer func() {
-		for _, j := range jobs {
-			j.cleanup()
-		}
-	}()
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	failures := 0
+	var failures atomic.Int32
 	start := time.Now()
-	for i, j := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx, j.netns, j.id, ps[i]); err != nil {
-				mu.Lock()
-				failures++
-				mu.Unlock()
-				fmt.Fprintf(os.Stderr, "cnibench: %s: %v\n", j.id, err)
+	for i, p := range ps {
+		wg.Go(func() {
+			if err := v.add(ctx, netnses[i], fmt.Sprintf("conc%d", i), p); err != nil {
+				failures.Add(1)
+				fmt.Fprintf(os.Stderr, "cnibench: %s: concurrent ADD %d: %v\n", v.name, i, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	return ms(time.Since(start)), failures
+	wall := time.Since(start)
+	for i, p := range ps {
+		wg.Go(func() { v.del(ctx, netnses[i], fmt.Sprintf("conc%d", i), p) })
+	}
+	wg.Wait()
+	return wall, int(failures.Load())
 }
 
 func runtimeConf(netns, id string, p pod, ifname string, capArgs map[string]any) *libcni.RuntimeConf {
@@ -232,10 +249,10 @@ func newNetns(id string) (string, func(), error) {
 	return filepath.Join("/run/netns", name), func() { exec.Command("ip", "netns", "del", name).Run() }, nil
 }
 
-func percentile(ds []time.Duration, p int) float64 {
+func percentile(ds []time.Duration, p int) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	return ms(s[(len(s)-1)*p/100])
+	return s[(len(s)-1)*p/100]
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
