@@ -26,7 +26,7 @@ export LOOM_ETCD := /usr/bin/etcd
 GOFLAGS_BUILD := -trimpath
 CMDS := loom loomd loomctl
 
-.PHONY: all build tools test test-unit test-e2e demo demo-down bench lint fuzz clean
+.PHONY: all build tools test demo demo-down bench lint fuzz clean
 
 all: build
 
@@ -37,11 +37,21 @@ build:
 tools:
 	@hack/tools.sh all
 
-# Unit and privileged tests run package by package in parallel; the end-to-end suite needs the
-# binaries and the simulated cluster's tools.
+# Unit, privileged and end-to-end tests; packages run in parallel. The end-to-end suites need
+# the binaries and the tools above, and root (they skip, saying so, without it).
 test: tools build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+
+# Every fuzz target for FUZZTIME each (go test runs one target at a time).
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "==> $$pkg $$target"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
 
 demo: tools build
 	$(BIN)/loomctl sim down --dir $(SIM_DIR) >/dev/null 2>&1 || true

@@ -43,7 +43,7 @@ func WriteCNIConfig(c Config) error {
 	if err != nil {
 		return fmt.Errorf("render CNI configuration: %w", err)
 	}
-	if err := os.MkdirAll(c.CNIConfDir, 0o755); err != nil {
+	if err = os.MkdirAll(c.CNIConfDir, 0o755); err != nil {
 		return fmt.Errorf("create CNI configuration dir: %w", err)
 	}
 	tmp, err := os.CreateTemp(c.CNIConfDir, ".loom-*.tmp")

@@ -48,7 +48,7 @@ func TestCNIConfigCarriesWhatOfflineDelNeeds(t *testing.T) {
 		Name       string            `json:"name"`
 		Plugins    []json.RawMessage `json:"plugins"`
 	}
-	if err := json.Unmarshal(b, &list); err != nil {
+	if err = json.Unmarshal(b, &list); err != nil {
 		t.Fatal(err)
 	}
 	if list.CNIVersion != CNIConfigVersion || list.Name != "loom" || len(list.Plugins) != 1 {
@@ -61,4 +61,20 @@ func TestCNIConfigCarriesWhatOfflineDelNeeds(t *testing.T) {
 	if pc.Type != "loom" || pc.Socket != "/run/x.sock" || pc.LedgerDir != "/l" || pc.CacheDir != c.CNICacheDir || !pc.Capabilities["portMappings"] {
 		t.Fatalf("plugin conf = %+v", pc)
 	}
+}
+
+// FuzzParseConfig: any file content either fails with an error or gives a configuration that
+// passes Validate.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte("nodeName: n1\ndefaultNetwork: loom-default\n"))
+	f.Add([]byte("nodeName: n1\ndefaultNetwork: kube-system/d\nnamespaceIsolation: true\nglobalNamespaces: [default]\npodWait: 3s\n"))
+	f.Add([]byte(`{"nodeName":"x","defaultNetwork":"d","socket":"relative"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig(b)
+		if err == nil {
+			if verr := c.Validate(); verr != nil {
+				t.Fatalf("ParseConfig accepted a configuration Validate rejects: %v", verr)
+			}
+		}
+	})
 }

@@ -108,7 +108,7 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request) ([]byte, erro
 			"CNI_ARGS lacks K8S_POD_NAMESPACE and K8S_POD_NAME: loom serves Kubernetes pods, whose runtime sets them", "")
 	}
 	var conf callConf
-	if err := json.Unmarshal(req.Config, &conf); err != nil {
+	if err = json.Unmarshal(req.Config, &conf); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "parse network configuration", err.Error())
 	}
 	pod, err := s.cluster.Pod(ctx, string(pa.K8S_POD_NAMESPACE), string(pa.K8S_POD_NAME), ktypes.UID(pa.K8S_POD_UID))
@@ -124,7 +124,7 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request) ([]byte, erro
 	if err != nil {
 		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("pod %s: %v", ref, err), "")
 	}
-	if err := s.writeStatus(PodKey{pod.Namespace, pod.Name, pod.UID}, outcomes); err != nil {
+	if err = s.writeStatus(PodKey{pod.Namespace, pod.Name, pod.UID}, outcomes); err != nil {
 		// The pod is attached; a status we cannot build is worth a log line, not a failure.
 		s.log.Error("build network-status", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
 	}

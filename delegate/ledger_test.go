@@ -14,10 +14,10 @@ func TestLedgerRoundTripAndList(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := Record{ContainerID: "b", Netns: "/ns", Pod: pod, Attachments: []Entry{{Spec: specs("default")[0], State: StateAdded}}}
-	if err := l.Save(r); err != nil {
+	if err = l.Save(r); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Save(Record{ContainerID: "a"}); err != nil {
+	if err = l.Save(Record{ContainerID: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	got, ok, err := l.Load("b")
@@ -25,7 +25,7 @@ func TestLedgerRoundTripAndList(t *testing.T) {
 		t.Fatalf("Load = %+v ok=%v err=%v", got, ok, err)
 	}
 	// A temp file left by a crash mid-write is cleaned up and never read as a record.
-	if err := os.WriteFile(filepath.Join(l.Dir(), ".tmp-c-123"), []byte("{garbage"), 0o600); err != nil {
+	if err = os.WriteFile(filepath.Join(l.Dir(), ".tmp-c-123"), []byte("{garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	recs, err := l.List()
@@ -70,7 +70,7 @@ func TestLedgerLockIsExclusive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Lock(100 * time.Millisecond); err == nil {
+	if _, err = l.Lock(100 * time.Millisecond); err == nil {
 		t.Fatal("second lock taken while the first is held")
 	}
 	unlock()

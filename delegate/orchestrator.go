@@ -147,15 +147,15 @@ func (o *Orchestrator) Del(ctx context.Context, id ContainerID, netns string, fa
 		if fallback == nil {
 			return nil
 		}
-		specs, pod := fallback()
-		rec = Record{ContainerID: id, Netns: netns, Pod: pod}
+		specs, ref := fallback()
+		rec = Record{ContainerID: id, Netns: netns, Pod: ref}
 		for _, s := range specs {
 			rec.Attachments = append(rec.Attachments, Entry{Spec: s, State: StateAdding})
 		}
 		if len(rec.Attachments) == 0 {
 			return nil
 		}
-		o.log.Info("no ledger record: releasing the pod's networks as resolved now", "containerID", id, "pod", pod)
+		o.log.Info("no ledger record: releasing the pod's networks as resolved now", "containerID", id, "pod", ref)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()

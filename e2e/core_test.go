@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/version"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/loom-cni/loom/e2e/sim"
 	"github.com/loom-cni/loom/e2e/sim/simtest"
@@ -127,8 +129,8 @@ func testDefaultPlusThreeSecondaries(t *testing.T, c *sim.Cluster) {
 		t.Fatal(err)
 	}
 	check := loomCall{command: "CHECK", containerID: sb.ContainerID, netns: sb.NetNS, args: podArgs(p1, sb.ContainerID), cniVersion: "1.1.0"}
-	if out, err := e.invokeLoom("node1", check); err != nil {
-		t.Fatalf("CHECK of a healthy pod: %v: %s", err, out)
+	if out, checkErr := e.invokeLoom("node1", check); checkErr != nil {
+		t.Fatalf("CHECK of a healthy pod: %v: %s", checkErr, out)
 	}
 	e.exec("p1", "ip", "link", "del", "net9")
 	out, err := e.invokeLoom("node1", check)
@@ -221,6 +223,9 @@ func testSameNetworkTwiceAndOverride(t *testing.T, c *sim.Cluster) {
 // testCNIVersions calls loom as runtimes of every CNI version would, and DEL twice.
 func testCNIVersions(t *testing.T, c *sim.Cluster) {
 	e := newEnv(t, c, "e2e-versions")
+	if out, err := e.invokeLoom("node1", loomCall{command: "STATUS", cniVersion: "1.1.0"}); err != nil {
+		t.Errorf("STATUS of a ready node: %v: %s", err, out)
+	}
 	e.nad("br", bridgeHostLocal("br-e2ev", "172.31.11.0/24"))
 	p := e.pod(podSpec{name: "raw", node: "node1", networks: "br", unmanaged: true})
 	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
@@ -314,6 +319,13 @@ func testLoomdKilled(t *testing.T, c *sim.Cluster) {
 	e.nad("mv", macvlanHostLocal("eth0", "172.31.21.0/24"))
 	e.pod(podSpec{name: "survivor", node: "node1", networks: "br, mv"})
 	e.running("survivor")
+	want := e.status("survivor")
+	// Someone tampers with the annotation; loomd, once restarted, writes it again from the
+	// ledger.
+	patch := []byte(`{"metadata":{"annotations":{"k8s.v1.cni.cncf.io/network-status":"[]"}}}`)
+	if _, err := c.Client().CoreV1().Pods(e.ns).Patch(e.ctx, "survivor", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	st, err := c.NodeStatus("node1")
 	if err != nil || st.Loomd.PID == 0 {
 		t.Fatalf("loomd of node1: %+v %v", st, err)
@@ -323,6 +335,13 @@ func testLoomdKilled(t *testing.T, c *sim.Cluster) {
 	}
 	if err := waitLoomdRestarted(c, "node1", st.Loomd.PID); err != nil {
 		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for got := e.status("survivor"); !reflect.DeepEqual(got, want); got = e.status("survivor") {
+		if time.Now().After(deadline) {
+			t.Fatalf("network-status after restart = %+v, want it restored to %+v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	e.deletePod("survivor")
 	waitClean(t, c)
@@ -354,6 +373,10 @@ func testLoomdDown(t *testing.T, c *sim.Cluster) {
 			t.Errorf("start loomd again: %v", err)
 		}
 	})
+	status := loomCall{command: "STATUS", cniVersion: "1.1.0"}
+	if out, err := e.invokeLoom("node2", status); err == nil || !strings.Contains(out, `"code": 50`) {
+		t.Errorf("STATUS with loomd down: err=%v out=%s, want CNI error 50 (plugin not available)", err, out)
+	}
 	// With loomd down the runtime's DEL reaches only the loom binary, which releases
 	// everything from the ledger itself.
 	e.deletePod("orphan")

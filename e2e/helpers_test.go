@@ -316,7 +316,7 @@ func (e *env) invokeLoom(node string, call loomCall) (string, error) {
 		Name    string           `json:"name"`
 		Plugins []map[string]any `json:"plugins"`
 	}
-	if err := json.Unmarshal(b, &list); err != nil {
+	if err = json.Unmarshal(b, &list); err != nil {
 		e.t.Fatal(err)
 	}
 	conf := list.Plugins[0]

@@ -163,7 +163,7 @@ func becomeReady(ctx context.Context, cfg daemon.Config, cluster *daemon.Cluster
 		if err == nil {
 			if err = daemon.WriteCNIConfig(cfg); err == nil {
 				svc.SetReady(true)
-				if err := svc.ResyncStatus(); err != nil {
+				if err = svc.ResyncStatus(); err != nil {
 					log.Warn("resync network-status from the ledger", "error", err)
 				}
 				log.Info("ready", "cniConfig", cfg.CNIConfDir+"/"+cfg.CNIConfName, "socket", cfg.Socket)

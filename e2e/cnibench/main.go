@@ -78,8 +78,8 @@ func run(conflistPath, binDir, ledgerDir, podList string, n int, life time.Durat
 	loom := variant{
 		name: "loom",
 		add: func(ctx context.Context, netns, id string, p pod) error {
-			_, err := cni.AddNetworkList(ctx, loomList, runtimeConf(netns, id, p, "eth0", nil))
-			return err
+			_, addErr := cni.AddNetworkList(ctx, loomList, runtimeConf(netns, id, p, "eth0", nil))
+			return addErr
 		},
 		del: func(ctx context.Context, netns, id string, p pod) error {
 			return cni.DelNetworkList(ctx, loomList, runtimeConf(netns, id, p, "eth0", nil))
@@ -156,7 +156,7 @@ func resolvedSpecs(ctx context.Context, cni *libcni.CNIConfig, loomList *libcni.
 	}
 	defer cleanup()
 	rt := runtimeConf(netns, "cnibench-probe", p, "eth0", nil)
-	if _, err := cni.AddNetworkList(ctx, loomList, rt); err != nil {
+	if _, err = cni.AddNetworkList(ctx, loomList, rt); err != nil {
 		return nil, fmt.Errorf("probe ADD through loom: %w", err)
 	}
 	defer cni.DelNetworkList(ctx, loomList, rt)
