@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -52,6 +53,7 @@ func TestCore(t *testing.T) {
 		{"SameNetworkTwiceAndDefaultOverride", testSameNetworkTwiceAndOverride},
 		{"CNIVersionsAndIdempotentDel", testCNIVersions},
 		{"GCReleasesWhatTheRuntimeNoLongerLists", testGC},
+		{"LostLedgerRecord", testLostLedgerRecord},
 		{"Churn200Pods", testChurn},
 		{"LoomdKilledBetweenAddAndDel", testLoomdKilled},
 		{"LoomdDownDelFromLedger", testLoomdDown},
@@ -285,6 +287,25 @@ func testGC(t *testing.T, c *sim.Cluster) {
 	removeNetns()
 	e.deletePod("live")
 	e.deletePod("leaked")
+	waitClean(t, c)
+}
+
+// testLostLedgerRecord: DEL of a pod whose ledger record is gone still releases every
+// attachment, resolved again from the pod in loomd's cache.
+func testLostLedgerRecord(t *testing.T, c *sim.Cluster) {
+	e := newEnv(t, c, "e2e-lost")
+	e.nad("br", bridgeHostLocal("br-e2el", "172.31.13.0/24"))
+	e.nad("mv", macvlanHostLocal("eth0", "172.31.14.0/24"))
+	e.pod(podSpec{name: "amnesia", node: "node2", networks: "br, mv"})
+	e.running("amnesia")
+	sb, node, err := c.PodSandbox(e.ns, "amnesia")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(node.LoomStateDir(), "ledger", sb.ContainerID+".json")); err != nil {
+		t.Fatal(err)
+	}
+	e.deletePod("amnesia")
 	waitClean(t, c)
 }
 
