@@ -58,9 +58,10 @@ type callConf struct {
 // ServeCNI dispatches one CNI call.
 func (s *Service) ServeCNI(ctx context.Context, req *cniserver.Request) ([]byte, error) {
 	start := time.Now()
-	out, err := s.serve(ctx, req)
+	pa, argsErr := parsePodArgs(req.Args)
+	out, err := s.serve(ctx, req, pa, argsErr)
 	attrs := []any{"command", req.Command, "containerID", req.ContainerID, "ifname", req.Ifname, "duration", time.Since(start).Round(time.Microsecond)}
-	if pa, perr := parsePodArgs(req.Args); perr == nil && pa.K8S_POD_NAME != "" {
+	if pa.K8S_POD_NAME != "" {
 		attrs = append(attrs, "namespace", string(pa.K8S_POD_NAMESPACE), "pod", string(pa.K8S_POD_NAME))
 	}
 	if err != nil {
@@ -71,12 +72,17 @@ func (s *Service) ServeCNI(ctx context.Context, req *cniserver.Request) ([]byte,
 	return out, err
 }
 
-func (s *Service) serve(ctx context.Context, req *cniserver.Request) ([]byte, error) {
+// serve runs one call. pa holds the pod arguments of CNI_ARGS; argsErr says why they could not
+// be read, which only ADD cannot do without.
+func (s *Service) serve(ctx context.Context, req *cniserver.Request, pa podArgs, argsErr error) ([]byte, error) {
 	switch req.Command {
 	case "ADD":
-		return s.add(ctx, req)
+		if argsErr != nil {
+			return nil, types.NewError(types.ErrInvalidEnvironmentVariables, argsErr.Error(), "")
+		}
+		return s.add(ctx, req, pa)
 	case "DEL":
-		return nil, s.del(ctx, req)
+		return nil, s.del(ctx, req, pa)
 	case "CHECK":
 		if err := s.orch.Check(ctx, delegate.ContainerID(req.ContainerID), req.Netns); err != nil {
 			return nil, types.NewError(types.ErrInternal, err.Error(), "")
@@ -98,17 +104,13 @@ func parsePodArgs(args string) (podArgs, error) {
 	return pa, nil
 }
 
-func (s *Service) add(ctx context.Context, req *cniserver.Request) ([]byte, error) {
-	pa, err := parsePodArgs(req.Args)
-	if err != nil {
-		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
-	}
+func (s *Service) add(ctx context.Context, req *cniserver.Request, pa podArgs) ([]byte, error) {
 	if pa.K8S_POD_NAMESPACE == "" || pa.K8S_POD_NAME == "" {
 		return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
 			"CNI_ARGS lacks K8S_POD_NAMESPACE and K8S_POD_NAME: loom serves Kubernetes pods, whose runtime sets them", "")
 	}
 	var conf callConf
-	if err = json.Unmarshal(req.Config, &conf); err != nil {
+	if err := json.Unmarshal(req.Config, &conf); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "parse network configuration", err.Error())
 	}
 	pod, err := s.cluster.Pod(ctx, string(pa.K8S_POD_NAMESPACE), string(pa.K8S_POD_NAME), ktypes.UID(pa.K8S_POD_UID))
@@ -130,7 +132,12 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request) ([]byte, erro
 	}
 	res, err := outcomes[0].Result.GetAsVersion(conf.CNIVersion)
 	if err != nil {
-		return nil, types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert the default network's result to %s", conf.CNIVersion), err.Error())
+		// The runtime cannot use a result it cannot read: take the pod's networks back now
+		// rather than leave them to a DEL that may never come.
+		if derr := s.orch.Del(ctx, delegate.ContainerID(req.ContainerID), req.Netns, nil); derr != nil {
+			s.log.Error("release attachments after an unconvertible result", "namespace", pod.Namespace, "pod", pod.Name, "error", derr)
+		}
+		return nil, types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert the default network's result to CNI %s", conf.CNIVersion), err.Error())
 	}
 	return json.Marshal(res)
 }
@@ -181,9 +188,8 @@ func (s *Service) ResyncStatus() error {
 // del releases a container from the ledger. It never asks the API server: when the ledger has
 // no record, it resolves the pod's networks from the cache if the pod is there, else the
 // default network alone, and releases those (DEL of something never attached is harmless).
-func (s *Service) del(ctx context.Context, req *cniserver.Request) error {
+func (s *Service) del(ctx context.Context, req *cniserver.Request, pa podArgs) error {
 	fallback := func() ([]delegate.Spec, delegate.PodRef) {
-		pa, _ := parsePodArgs(req.Args)
 		pod := s.cluster.CachedPod(string(pa.K8S_POD_NAMESPACE), string(pa.K8S_POD_NAME), ktypes.UID(pa.K8S_POD_UID))
 		if pod == nil {
 			pod = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{

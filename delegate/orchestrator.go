@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -266,7 +267,9 @@ func (o *Orchestrator) GC(ctx context.Context, valid map[ContainerID]bool, known
 		if !ok {
 			continue
 		}
-		if err := c.GC(ctx, specsOfKind(known, kind), callsOfKind(live, kind)); err != nil {
+		knownOfKind := slices.DeleteFunc(slices.Clone(known), func(s Spec) bool { return s.Kind != kind })
+		liveOfKind := slices.DeleteFunc(slices.Clone(live), func(c Call) bool { return c.Kind != kind })
+		if err := c.GC(ctx, knownOfKind, liveOfKind); err != nil {
 			errs = append(errs, fmt.Errorf("collect garbage of %s attachments: %w", kind, err))
 		}
 	}
@@ -324,26 +327,6 @@ func decodeResult(b json.RawMessage) (types.Result, error) {
 		return nil, fmt.Errorf("decode recorded result: %w", err)
 	}
 	return res, nil
-}
-
-func specsOfKind(specs []Spec, kind string) []Spec {
-	var out []Spec
-	for _, s := range specs {
-		if s.Kind == kind {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func callsOfKind(calls []Call, kind string) []Call {
-	var out []Call
-	for _, c := range calls {
-		if c.Kind == kind {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // ValidContainers reads the containers a CNI GC call names as valid from the call's

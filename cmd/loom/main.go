@@ -25,9 +25,12 @@ import (
 	"github.com/loom-cni/loom/delegate/exec"
 )
 
-// offlineLockWait bounds how long the binary waits for the ledger lock when loomd does not
-// answer: a loomd that is starting holds the lock and will answer shortly.
-const offlineLockWait = 30 * time.Second
+// loomdWait bounds how long DEL, CHECK and GC wait when loomd does not answer but holds the
+// ledger (it is starting and will answer shortly); retryEvery is how often they look again.
+const (
+	loomdWait  = 30 * time.Second
+	retryEvery = 100 * time.Millisecond
+)
 
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{
@@ -48,11 +51,7 @@ func forward(cmd string, a *skel.CmdArgs, printResult bool) error {
 		Command: cmd, ContainerID: a.ContainerID, Netns: a.Netns, Ifname: a.IfName,
 		Args: a.Args, Path: a.Path, Config: a.StdinData,
 	}
-	ctx := context.Background()
-	out, err := cniserver.NewClient(conf.Socket).Do(ctx, req)
-	if errors.Is(err, cniserver.ErrUnavailable) {
-		return offline(ctx, cmd, a, conf, err)
-	}
+	out, err := ask(context.Background(), cmd, a, conf, req)
 	if err != nil {
 		return err
 	}
@@ -64,28 +63,45 @@ func forward(cmd string, a *skel.CmdArgs, printResult bool) error {
 	return nil
 }
 
-// offline serves a call without loomd, from the ledger alone.
-func offline(ctx context.Context, cmd string, a *skel.CmdArgs, conf *cniserver.PluginConf, cause error) error {
-	switch cmd {
-	case "ADD":
-		return types.NewError(types.ErrTryAgainLater, "loomd is not running on this node", cause.Error())
-	case "STATUS":
-		return types.NewError(cniserver.ErrPluginNotAvailable, "loomd is not running on this node", cause.Error())
+// ask sends the call to loomd. When loomd does not answer, ADD and STATUS fail at once (the
+// runtime retries ADD); DEL, CHECK and GC are served here from the ledger as soon as its lock
+// is free, which it is whenever no loomd runs. A loomd that holds the lock is starting: it is
+// asked again until it answers or loomdWait runs out.
+func ask(ctx context.Context, cmd string, a *skel.CmdArgs, conf *cniserver.PluginConf, req *cniserver.Request) ([]byte, error) {
+	client := cniserver.NewClient(conf.Socket)
+	deadline := time.Now().Add(loomdWait)
+	for {
+		out, err := client.Do(ctx, req)
+		if !errors.Is(err, cniserver.ErrUnavailable) {
+			return out, err
+		}
+		switch {
+		case cmd == "ADD":
+			return nil, types.NewError(types.ErrTryAgainLater, "loomd is not running on this node", err.Error())
+		case cmd == "STATUS":
+			return nil, types.NewError(cniserver.ErrPluginNotAvailable, "loomd is not running on this node", err.Error())
+		case conf.LedgerDir == "":
+			return nil, types.NewError(types.ErrTryAgainLater, "loomd is not running and the configuration names no ledger", err.Error())
+		}
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		ledger, lerr := delegate.OpenLedger(conf.LedgerDir, log)
+		if lerr != nil {
+			return nil, lerr
+		}
+		if unlock, lerr := ledger.Lock(0); lerr == nil {
+			defer unlock()
+			return nil, offline(ctx, cmd, a, conf, ledger, log)
+		}
+		if time.Now().After(deadline) {
+			return nil, types.NewError(types.ErrTryAgainLater, "loomd holds the ledger but does not answer", err.Error())
+		}
+		time.Sleep(retryEvery)
 	}
-	if conf.LedgerDir == "" {
-		return types.NewError(types.ErrTryAgainLater, "loomd is not running and the configuration names no ledger", cause.Error())
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ledger, err := delegate.OpenLedger(conf.LedgerDir, log)
-	if err != nil {
-		return err
-	}
-	unlock, err := ledger.Lock(offlineLockWait)
-	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, "loomd does not answer but holds the ledger", err.Error())
-	}
-	defer unlock()
+}
 
+// offline serves DEL, CHECK or GC without loomd, from the ledger alone. The caller holds the
+// ledger's lock.
+func offline(ctx context.Context, cmd string, a *skel.CmdArgs, conf *cniserver.PluginConf, ledger *delegate.Ledger, log *slog.Logger) error {
 	binDirs := filepath.SplitList(a.Path)
 	if conf.BinDir != "" {
 		binDirs = []string{conf.BinDir}
