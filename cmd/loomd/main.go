@@ -114,7 +114,7 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	cniSrv := cniserver.NewServer(svc)
 	healthSrv := &http.Server{Addr: cfg.HealthAddress, Handler: health(svc), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
-	go func() { errc <- serve("cni server", cniSrv.Serve(listener)) }()
+	go func() { errc <- cniSrv.Serve(listener) }()
 	go func() { errc <- serve("health server", healthSrv.ListenAndServe()) }()
 	go becomeReady(ctx, cfg, cluster, resolver, svc, log)
 

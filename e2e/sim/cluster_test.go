@@ -342,6 +342,9 @@ func assertDown(t *testing.T, c *sim.Cluster, pids []int) {
 	if _, err := os.Stat(slot); err == nil {
 		t.Errorf("slot directory %s left behind", slot)
 	}
+	if etcd, _ := filepath.Glob("/dev/shm/loom-sim-etcd" + strings.ReplaceAll(slot, "/", "-")); len(etcd) > 0 {
+		t.Errorf("etcd data left behind: %v", etcd)
+	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)

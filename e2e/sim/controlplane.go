@@ -43,7 +43,7 @@ func (c *Cluster) etcdArgs() []string {
 	peer := "http://127.0.0.1:" + strconv.Itoa(c.st.EtcdPeerPort)
 	return []string{c.st.Options.Etcd,
 		"--name=sim",
-		"--data-dir=" + c.l.etcdData(),
+		"--data-dir=" + c.slot.etcdData(),
 		"--listen-client-urls=" + c.etcdURL(),
 		"--advertise-client-urls=" + c.etcdURL(),
 		"--listen-peer-urls=" + peer,
@@ -86,7 +86,7 @@ func (c *Cluster) apiServerArgs() []string {
 
 // startEtcd starts etcd and waits until it answers.
 func (c *Cluster) startEtcd(ctx context.Context) error {
-	if err := os.MkdirAll(c.l.etcdData(), 0o700); err != nil {
+	if err := os.MkdirAll(c.slot.etcdData(), 0o700); err != nil {
 		return err
 	}
 	ref, err := startDetached(c.etcdArgs(), environWithout("ETCD_"), c.l.log("etcd"), c.slot.pidFile("etcd"))

@@ -21,7 +21,6 @@
 //	sim.json               the cluster's state (slot, nodes, ports, options); see Open
 //	kubeconfig             admin kubeconfig (https://198.18.S.1:6443, token auth)
 //	pki/                   CA, serving certificate, service-account keys, static tokens
-//	etcd/                  etcd's data
 //	etcd.log apiserver.log
 //	nodes/NAME/root/...    the node's /run, /etc/cni/net.d, /opt/cni/bin, /var/lib/cni,
 //	                       /var/lib/loom and /etc/loom, as seen from the host
@@ -31,5 +30,7 @@
 //	nodes/NAME/supervisor.log loomd.log
 //
 // and of its slot directory /run/loom-sim/slot-S: dir (DIR's path), owner, pids/ (etcd,
-// apiserver, node-NAME), ns/ (a private mount holding each node's mount namespace pin).
+// apiserver, node-NAME), ns/ (a private mount holding each node's mount namespace pin). etcd's
+// data lives in /dev/shm, named after the slot directory, so its fsyncs do not stall the
+// nodes (see slotDir.etcdData).
 package sim

@@ -83,6 +83,9 @@ func teardownSlot(ctx context.Context, s slotDir, p *progress) error {
 			errs = append(errs, fmt.Errorf("delete link %s: %w", s.hostLink(), err))
 		}
 	}
+	if err := os.RemoveAll(s.etcdData()); err != nil {
+		errs = append(errs, err)
+	}
 	if err := os.RemoveAll(s.path()); err != nil {
 		errs = append(errs, err)
 	}

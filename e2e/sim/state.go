@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Node is one simulated node.
@@ -73,7 +75,6 @@ type layout struct{ dir string }
 func (l layout) stateFile() string          { return filepath.Join(l.dir, "sim.json") }
 func (l layout) kubeconfig() string         { return filepath.Join(l.dir, "kubeconfig") }
 func (l layout) pki(name string) string     { return filepath.Join(l.dir, "pki", name) }
-func (l layout) etcdData() string           { return filepath.Join(l.dir, "etcd") }
 func (l layout) log(name string) string     { return filepath.Join(l.dir, name+".log") }
 func (l layout) nodeDir(name string) string { return filepath.Join(l.dir, "nodes", name) }
 
@@ -119,6 +120,19 @@ func (s slotDir) ownerFile() string          { return filepath.Join(s.path(), "o
 func (s slotDir) pidFile(name string) string { return filepath.Join(s.path(), "pids", name) }
 func (s slotDir) nsDir() string              { return filepath.Join(s.path(), "ns") }
 func (s slotDir) nsPin(node string) string   { return filepath.Join(s.nsDir(), node) }
+
+// etcdData is where etcd keeps the cluster's data: in memory (/dev/shm) when the machine has
+// it, where etcd's fsyncs cost nothing. In a real cluster the control plane does not share the
+// nodes' disk; here etcd's fsync of every pod update would stall the simulated nodes' CNI
+// plugins and skew whatever they measure. The path depends on the slot alone, so Down finds
+// it without the cluster's directory.
+func (s slotDir) etcdData() string {
+	var st unix.Statfs_t
+	if unix.Statfs("/dev/shm", &st) == nil && st.Type == unix.TMPFS_MAGIC {
+		return filepath.Join("/dev/shm", "loom-sim-etcd"+strings.ReplaceAll(s.path(), "/", "-"))
+	}
+	return filepath.Join(s.path(), "etcd")
+}
 
 // Names derived from the slot.
 func (s slotDir) netnsPrefix() string   { return fmt.Sprintf("loom%d-", s.slot) }
