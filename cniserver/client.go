@@ -32,10 +32,10 @@ func (c *Client) Do(ctx context.Context, req *Request) ([]byte, error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(deadline)
 	}
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
+	if err = json.NewEncoder(conn).Encode(req); err != nil {
 		return nil, fmt.Errorf("send request to loomd: %w", err)
 	}
-	if err := conn.(*net.UnixConn).CloseWrite(); err != nil {
+	if err = conn.(*net.UnixConn).CloseWrite(); err != nil {
 		return nil, fmt.Errorf("send request to loomd: %w", err)
 	}
 	b, err := io.ReadAll(io.LimitReader(conn, maxMessage))
