@@ -78,8 +78,8 @@ GO
   local ldflags="-s -w -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
   (
     cd "$src"
-    GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
-    say "  downloading modules"
+    say "  resolving and downloading modules"
+    elapsed bash -c 'GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true'
     GOFLAGS=-mod=mod elapsed go mod download
     say "  compiling"
     CGO_ENABLED=0 GOFLAGS=-mod=mod elapsed go build -trimpath -tags tools -ldflags "$ldflags" \
