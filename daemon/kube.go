@@ -95,8 +95,7 @@ func (c *Cluster) Pod(ctx context.Context, namespace, name string, uid ktypes.UI
 		c.mu.Lock()
 		changed := c.changed
 		c.mu.Unlock()
-		pod, err := c.pods.Pods(namespace).Get(name)
-		if err == nil && (uid == "" || pod.UID == uid) {
+		if pod := c.CachedPod(namespace, name, uid); pod != nil {
 			return pod, nil
 		}
 		select {

@@ -295,7 +295,7 @@ func TestGCReleasesWhatTheRuntimeNoLongerLists(t *testing.T) {
 	}
 }
 
-func TestConcurrentContainersDoNotBlockEachOther(t *testing.T) {
+func TestConcurrentContainersAttachAndDetachCleanly(t *testing.T) {
 	o, _, l := newTestOrchestrator(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)

@@ -294,10 +294,7 @@ func testGC(t *testing.T, c *sim.Cluster) {
 // attachment, resolved again from the pod in loomd's cache.
 func testLostLedgerRecord(t *testing.T, c *sim.Cluster) {
 	e := newEnv(t, c, "e2e-lost")
-	e.nad("br", bridgeHostLocal("br-e2el", "172.31.13.0/24"))
-	e.nad("mv", macvlanHostLocal("eth0", "172.31.14.0/24"))
-	e.pod(podSpec{name: "amnesia", node: "node2", networks: "br, mv"})
-	e.running("amnesia")
+	e.runningOnBridgeAndMacvlan("amnesia", "node2", "br-e2el", 13)
 	sb, node, err := c.PodSandbox(e.ns, "amnesia")
 	if err != nil {
 		t.Fatal(err)
@@ -336,10 +333,7 @@ func testChurn(t *testing.T, c *sim.Cluster) {
 
 func testLoomdKilled(t *testing.T, c *sim.Cluster) {
 	e := newEnv(t, c, "e2e-killed")
-	e.nad("br", bridgeHostLocal("br-e2ek", "172.31.20.0/24"))
-	e.nad("mv", macvlanHostLocal("eth0", "172.31.21.0/24"))
-	e.pod(podSpec{name: "survivor", node: "node1", networks: "br, mv"})
-	e.running("survivor")
+	e.runningOnBridgeAndMacvlan("survivor", "node1", "br-e2ek", 20)
 	want := e.status("survivor")
 	// Someone tampers with the annotation; loomd, once restarted, writes it again from the
 	// ledger.
@@ -382,10 +376,7 @@ func waitLoomdRestarted(c *sim.Cluster, node string, oldPID int) error {
 
 func testLoomdDown(t *testing.T, c *sim.Cluster) {
 	e := newEnv(t, c, "e2e-down")
-	e.nad("br", bridgeHostLocal("br-e2edn", "172.31.22.0/24"))
-	e.nad("mv", macvlanHostLocal("eth0", "172.31.23.0/24"))
-	e.pod(podSpec{name: "orphan", node: "node2", networks: "br, mv"})
-	e.running("orphan")
+	e.runningOnBridgeAndMacvlan("orphan", "node2", "br-e2edn", 22)
 	if err := c.StopLoomd("node2"); err != nil {
 		t.Fatal(err)
 	}

@@ -28,16 +28,21 @@ import (
 // env is one test's view of the shared cluster: its own namespace, so tests never see each
 // other's pods or networks.
 type env struct {
-	t   *testing.T
-	c   *sim.Cluster
-	ns  string
-	ctx context.Context
+	t    *testing.T
+	c    *sim.Cluster
+	ns   string
+	ctx  context.Context
+	nads nadclient.Interface
 }
 
 func newEnv(t *testing.T, c *sim.Cluster, ns string) *env {
 	t.Helper()
-	e := &env{t: t, c: c, ns: ns, ctx: context.Background()}
-	_, err := c.Client().CoreV1().Namespaces().Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	nads, err := nadclient.NewForConfig(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, c: c, ns: ns, ctx: context.Background(), nads: nads}
+	_, err = c.Client().CoreV1().Namespaces().Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create namespace %s: %v", ns, err)
 	}
@@ -47,14 +52,6 @@ func newEnv(t *testing.T, c *sim.Cluster, ns string) *env {
 	return e
 }
 
-func (e *env) nads() nadclient.Interface {
-	cs, err := nadclient.NewForConfig(e.c.RESTConfig())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return cs
-}
-
 // nad creates a NetworkAttachmentDefinition in the test's namespace.
 func (e *env) nad(name, config string) {
 	e.t.Helper()
@@ -62,7 +59,7 @@ func (e *env) nad(name, config string) {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
 		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: config},
 	}
-	if _, err := e.nads().K8sCniCncfIoV1().NetworkAttachmentDefinitions(e.ns).Create(e.ctx, nad, metav1.CreateOptions{}); err != nil {
+	if _, err := e.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(e.ns).Create(e.ctx, nad, metav1.CreateOptions{}); err != nil {
 		e.t.Fatalf("create NAD %s: %v", name, err)
 	}
 }
@@ -100,6 +97,17 @@ func (e *env) pod(p podSpec) *corev1.Pod {
 		e.t.Fatalf("create pod %s: %v", p.name, err)
 	}
 	return out
+}
+
+// runningOnBridgeAndMacvlan starts a pod with a bridge and a macvlan secondary (NADs "br" and
+// "mv", host-local on the subnets 172.31.<n>.0/24 and 172.31.<n+1>.0/24) and waits until it
+// runs: the pod the outage tests take down.
+func (e *env) runningOnBridgeAndMacvlan(name, node, bridge string, n int) {
+	e.t.Helper()
+	e.nad("br", bridgeHostLocal(bridge, fmt.Sprintf("172.31.%d.0/24", n)))
+	e.nad("mv", macvlanHostLocal("eth0", fmt.Sprintf("172.31.%d.0/24", n+1)))
+	e.pod(podSpec{name: name, node: node, networks: "br, mv"})
+	e.running(name)
 }
 
 func (e *env) running(name string) *corev1.Pod {
@@ -151,7 +159,7 @@ func (e *env) deleteAll() {
 			e.c.WaitPodGone(ctx, e.ns, p.Name)
 		}
 	}
-	e.nads().K8sCniCncfIoV1().NetworkAttachmentDefinitions(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	e.nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 }
 
 // status returns a pod's network-status, waiting briefly for loomd's patch to land.

@@ -70,6 +70,8 @@ func forward(cmd string, a *skel.CmdArgs, printResult bool) error {
 func ask(ctx context.Context, cmd string, a *skel.CmdArgs, conf *cniserver.PluginConf, req *cniserver.Request) ([]byte, error) {
 	client := cniserver.NewClient(conf.Socket)
 	deadline := time.Now().Add(loomdWait)
+	var ledger *delegate.Ledger
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	for {
 		out, err := client.Do(ctx, req)
 		if !errors.Is(err, cniserver.ErrUnavailable) {
@@ -83,10 +85,11 @@ func ask(ctx context.Context, cmd string, a *skel.CmdArgs, conf *cniserver.Plugi
 		case conf.LedgerDir == "":
 			return nil, types.NewError(types.ErrTryAgainLater, "loomd is not running and the configuration names no ledger", err.Error())
 		}
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		ledger, lerr := delegate.OpenLedger(conf.LedgerDir, log)
-		if lerr != nil {
-			return nil, lerr
+		if ledger == nil {
+			var lerr error
+			if ledger, lerr = delegate.OpenLedger(conf.LedgerDir, log); lerr != nil {
+				return nil, lerr
+			}
 		}
 		if unlock, lerr := ledger.Lock(0); lerr == nil {
 			defer unlock()

@@ -93,17 +93,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return poll(ctx, 20*time.Second, func() (bool, error) {
-		if !ref.alive() {
-			return false, fmt.Errorf("etcd exited: see %s", c.l.log("etcd"))
-		}
-		resp, err := http.Get(c.etcdURL() + "/health")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	})
+	return waitServing(ctx, ref, http.DefaultClient, c.etcdURL()+"/health", 20*time.Second, "etcd", c.l.log("etcd"))
 }
 
 func (c *Cluster) startAPIServerProcess() (procRef, error) {
@@ -123,17 +113,31 @@ func (c *Cluster) waitAPIServer(ctx context.Context, ref procRef) error {
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
 	}
 	defer client.CloseIdleConnections()
-	return poll(ctx, 60*time.Second, func() (bool, error) {
+	return waitServing(ctx, ref, client, c.APIServerURL()+"/readyz", 60*time.Second, "kube-apiserver", c.l.log("apiserver"))
+}
+
+// waitServing waits until url answers 200, failing early if the process serving it exits.
+func waitServing(ctx context.Context, ref procRef, client *http.Client, url string, timeout time.Duration, what, logFile string) error {
+	return poll(ctx, timeout, func() (bool, error) {
 		if !ref.alive() {
-			return false, fmt.Errorf("kube-apiserver exited: see %s", c.l.log("apiserver"))
+			return false, fmt.Errorf("%s exited: see %s", what, logFile)
 		}
-		resp, err := client.Get(c.APIServerURL() + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return answersOK(ctx, client, url), nil
 	})
+}
+
+// answersOK reports whether a GET of url returns 200.
+func answersOK(ctx context.Context, client *http.Client, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // StopAPIServer kills the API server, as a crash or an outage would (a graceful stop waits

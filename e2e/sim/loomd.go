@@ -126,19 +126,7 @@ func (r *loomdRunner) probe(ctx context.Context, pid int) {
 }
 
 func (r *loomdRunner) healthy(ctx context.Context, client *http.Client) bool {
-	if r.health == "" {
-		return true
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.health+"/readyz", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return r.health == "" || answersOK(ctx, client, "http://"+r.health+"/readyz")
 }
 
 // sleep waits d or until the context ends, and says whether it is still alive.
