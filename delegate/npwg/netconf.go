@@ -23,6 +23,8 @@ type netConfig struct {
 	bytes []byte
 	// caps holds the capabilities that at least one plugin declares.
 	caps map[string]bool
+	// types lists the plugins' types in order.
+	types []string
 }
 
 // loadNetConfig turns the text of a NAD's spec.config or of a configuration file into a
@@ -89,6 +91,7 @@ func loadNetConfig(raw []byte, name, cniVersion string, cniArgs map[string]any) 
 		return netConfig{}, errors.New(`"plugins" must be a non-empty list of plugin configurations`)
 	}
 	caps := map[string]bool{}
+	var types []string
 	for i, p := range plugins {
 		plugin, ok := p.(map[string]any)
 		if !ok {
@@ -97,6 +100,7 @@ func loadNetConfig(raw []byte, name, cniVersion string, cniArgs map[string]any) 
 		if perr := preparePlugin(plugin, caps, cniArgs); perr != nil {
 			return netConfig{}, fmt.Errorf("plugin %d: %w", i, perr)
 		}
+		types = append(types, plugin["type"].(string))
 	}
 
 	out, err := json.Marshal(list)
@@ -106,7 +110,7 @@ func loadNetConfig(raw []byte, name, cniVersion string, cniArgs map[string]any) 
 	if _, err = libcni.NetworkConfFromBytes(out); err != nil {
 		return netConfig{}, fmt.Errorf("rejected by libcni: %w", err)
 	}
-	return netConfig{name: netName, bytes: out, caps: caps}, nil
+	return netConfig{name: netName, bytes: out, caps: caps, types: types}, nil
 }
 
 // preparePlugin checks one plugin's type, records its capabilities and merges cniArgs into

@@ -41,6 +41,12 @@ type Config struct {
 	NamespaceIsolation bool
 	// GlobalNamespaces are namespaces whose NADs every pod may use under isolation.
 	GlobalNamespaces []string
+	// InProcess lists plugin types that loomd serves itself: a configuration whose only
+	// plugin has one of these types becomes a Spec of that Kind instead of KindCNI.
+	InProcess []string
+	// Builtin holds networks defined by loomd itself, by name, as CNI configurations. The
+	// default network may name one; a NAD of the same name in SystemNamespace takes precedence.
+	Builtin map[string][]byte
 	// CNIVersion is injected into configurations that declare no version; "1.0.0" when empty,
 	// the newest version that every maintained plugin accepts.
 	CNIVersion string
@@ -58,6 +64,8 @@ type Resolver struct {
 	isolation   bool
 	global      map[string]bool
 	cniVersion  string
+	inProcess   map[string]bool
+	builtin     map[string][]byte
 }
 
 // NewResolver validates c and returns a Resolver for it.
@@ -70,6 +78,11 @@ func NewResolver(c Config) (*Resolver, error) {
 		isolation:  c.NamespaceIsolation,
 		global:     map[string]bool{},
 		cniVersion: c.CNIVersion,
+		inProcess:  map[string]bool{},
+		builtin:    c.Builtin,
+	}
+	for _, t := range c.InProcess {
+		r.inProcess[t] = true
 	}
 	if r.nads == nil {
 		return nil, errors.New("new npwg resolver: no NAD lister")
@@ -248,6 +261,9 @@ func (r *Resolver) spec(podRef string, a attachment, runtimeConfig map[string]an
 		return delegate.Spec{}, err
 	}
 	s.Config = conf.bytes
+	if len(conf.types) == 1 && r.inProcess[conf.types[0]] {
+		s.Kind = conf.types[0]
+	}
 
 	requested := a.sel.capabilityArgs()
 	for _, c := range capabilities {
@@ -332,7 +348,10 @@ func (r *Resolver) defaultConfig(podRef string, a attachment, s *delegate.Spec) 
 			return netConfig{}, fmt.Errorf("resolve networks of pod %s: get NetworkAttachmentDefinition %s/%s: %w", podRef, r.systemNS, r.defaultName, err)
 		}
 	}
-	file, raw, err := confFile(r.confDir, r.defaultName, true)
+	file, raw, err := "built-in network "+r.defaultName, r.builtin[r.defaultName], error(nil)
+	if raw == nil {
+		file, raw, err = confFile(r.confDir, r.defaultName, true)
+	}
 	if err != nil {
 		return netConfig{}, &Error{Pod: podRef, Network: a.label, Err: err,
 			Problem: fmt.Sprintf("the default network is neither NetworkAttachmentDefinition %s/%s nor a configuration file: %v", r.systemNS, r.defaultName, err),

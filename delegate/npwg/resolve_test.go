@@ -457,3 +457,35 @@ func TestNewResolverErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestResolveBuiltinAndInProcess(t *testing.T) {
+	builtin := []byte(`{"cniVersion":"1.1.0","name":"primary","type":"loom-primary"}`)
+	r := testResolver(t, func(c *Config) {
+		c.DefaultNetwork = "primary"
+		c.Builtin = map[string][]byte{"primary": builtin}
+		c.InProcess = []string{"loom-primary", "macvlan"}
+	})
+	specs, err := r.Resolve(testPod(map[string]string{nadv1.NetworkAttachmentAnnot: "net-a,net-caps"}), "eth0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{}
+	for _, s := range specs {
+		got = append(got, s.Network+":"+s.Kind)
+	}
+	// A single in-process plugin runs in-process; a chain that merely contains one does not.
+	want := []string{"primary:loom-primary", "web/net-a:macvlan", "web/net-caps:" + delegate.KindCNI}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("specs = %v, want %v", got, want)
+	}
+
+	// A NAD of the built-in network's name in the system namespace takes precedence.
+	r = testResolver(t, func(c *Config) { c.Builtin = map[string][]byte{"loom": builtin} })
+	specs, err = r.Resolve(testPod(nil), "eth0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if specs[0].Network != "kube-system/loom" {
+		t.Errorf("default network = %q, want the NAD kube-system/loom", specs[0].Network)
+	}
+}
