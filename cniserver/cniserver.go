@@ -13,6 +13,9 @@ import (
 
 // Request is one CNI invocation of the loom binary, as the runtime made it.
 type Request struct {
+	// Plugin names the plugin binary that forwards the call: "" for loom, PluginIPAM for
+	// loom-ipam.
+	Plugin      string `json:"plugin,omitempty"`
 	Command     string `json:"command"`
 	ContainerID string `json:"containerID,omitempty"`
 	Netns       string `json:"netns,omitempty"`
@@ -31,6 +34,9 @@ type response struct {
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  *types.Error    `json:"error,omitempty"`
 }
+
+// PluginIPAM is the Plugin of calls from Loom's IPAM plugin.
+const PluginIPAM = "loom-ipam"
 
 // DefaultSocket is where loomd listens unless configured otherwise.
 const DefaultSocket = "/run/loom/loom.sock"

@@ -22,6 +22,18 @@ type Handler interface {
 	ServeCNI(ctx context.Context, req *Request) ([]byte, error)
 }
 
+// Mux serves each call with the Handler of the plugin that forwarded it (Request.Plugin).
+type Mux map[string]Handler
+
+// ServeCNI dispatches req by its Plugin.
+func (m Mux) ServeCNI(ctx context.Context, req *Request) ([]byte, error) {
+	h, ok := m[req.Plugin]
+	if !ok {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("loomd does not serve plugin %q", req.Plugin), "")
+	}
+	return h.ServeCNI(ctx, req)
+}
+
 const (
 	// maxMessage bounds a request or an answer: CNI configurations and results are small.
 	maxMessage = 4 << 20
