@@ -9,7 +9,12 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/loom-cni/loom/fabric"
 )
+
+// BuiltinNetwork is the name of Loom's own primary network, as network-status shows it.
+const BuiltinNetwork = "loom"
 
 // Config is loomd's configuration, read once from a YAML (or JSON) file and immutable after
 // Validate. Zero fields take the defaults a node in a real cluster uses.
@@ -35,8 +40,13 @@ type Config struct {
 	// NetworkAttachmentDefinition carries a spec.config.
 	NetConfDir string `json:"netConfDir,omitempty"`
 	// DefaultNetwork is the cluster default network: a NetworkAttachmentDefinition in
-	// SystemNamespace ("name" or "namespace/name"), else a file in NetConfDir.
-	DefaultNetwork string `json:"defaultNetwork"`
+	// SystemNamespace ("name" or "namespace/name"), else a file in NetConfDir, else
+	// BuiltinNetwork when PrimaryNetwork is set. Default: BuiltinNetwork when PrimaryNetwork is
+	// set; required otherwise.
+	DefaultNetwork string `json:"defaultNetwork,omitempty"`
+	// PrimaryNetwork configures Loom's own primary network (vxlan, bgp or vxlan-crosssubnet).
+	// Without it, the default network must be another CNI network.
+	PrimaryNetwork *fabric.Config `json:"primaryNetwork,omitempty"`
 	// SystemNamespace is where DefaultNetwork and per-pod default-network overrides without a
 	// namespace are looked up.
 	SystemNamespace string `json:"systemNamespace,omitempty"`
@@ -115,6 +125,9 @@ func (c Config) withDefaults() Config {
 	def(&c.SystemNamespace, "kube-system")
 	def(&c.HealthAddress, "127.0.0.1:9465")
 	def(&c.LogLevel, "info")
+	if c.PrimaryNetwork != nil {
+		def(&c.DefaultNetwork, BuiltinNetwork)
+	}
 	if c.PodWait.Duration == 0 {
 		c.PodWait.Duration = 10 * time.Second
 	}
@@ -128,7 +141,12 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("nodeName: not set and neither NODE_NAME nor the hostname gives one"))
 	}
 	if c.DefaultNetwork == "" {
-		errs = append(errs, errors.New("defaultNetwork: required: name the NetworkAttachmentDefinition or configuration file of the cluster default network"))
+		errs = append(errs, errors.New("defaultNetwork: required without primaryNetwork: configure Loom's primary network, or name the NetworkAttachmentDefinition or configuration file of the cluster default network"))
+	}
+	if c.PrimaryNetwork != nil {
+		if _, err := c.PrimaryNetwork.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("primaryNetwork: %w", err))
+		}
 	}
 	for name, p := range map[string]string{
 		"socket": c.Socket, "cniConfDir": c.CNIConfDir, "cniBinDir": c.CNIBinDir,

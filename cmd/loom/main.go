@@ -23,6 +23,7 @@ import (
 	"github.com/loom-cni/loom/cniserver"
 	"github.com/loom-cni/loom/delegate"
 	"github.com/loom-cni/loom/delegate/exec"
+	"github.com/loom-cni/loom/fabric/podnet"
 )
 
 // loomdWait bounds how long DEL, CHECK and GC wait when loomd does not answer but holds the
@@ -111,6 +112,7 @@ func offline(ctx context.Context, cmd string, a *skel.CmdArgs, conf *cniserver.P
 	}
 	orch := delegate.NewOrchestrator(ledger, map[string]delegate.Attachment{
 		delegate.KindCNI: exec.New(binDirs, conf.CacheDir, nil),
+		podnet.Kind:      primaryOffline{},
 	}, log)
 	id := delegate.ContainerID(a.ContainerID)
 	switch cmd {
@@ -126,4 +128,25 @@ func offline(ctx context.Context, cmd string, a *skel.CmdArgs, conf *cniserver.P
 		return orch.GC(ctx, valid, nil)
 	}
 	return types.NewError(types.ErrInvalidEnvironmentVariables, "unknown CNI command "+cmd, "")
+}
+
+// primaryOffline serves the primary network's attachments while loomd is down: it removes and
+// checks interfaces. The address stays allocated until loomd is back and releases what the
+// ledger no longer names.
+type primaryOffline struct{}
+
+func (primaryOffline) Add(context.Context, delegate.Call) (types.Result, error) {
+	return nil, errors.New("loomd is not running")
+}
+
+func (primaryOffline) Check(_ context.Context, c delegate.Call, prev types.Result) error {
+	addr, err := podnet.AddressOf(prev)
+	if err != nil {
+		return err
+	}
+	return podnet.Check(c.Netns, string(c.ContainerID), c.Ifname, addr)
+}
+
+func (primaryOffline) Del(_ context.Context, c delegate.Call, _ types.Result) error {
+	return podnet.Del(string(c.ContainerID), c.Ifname)
 }

@@ -1,8 +1,14 @@
+//go:debug multipathtcp=0
+
 // Command loomd is Loom's node agent: it serves the loom CNI binary's calls from informer
 // caches, attaches pods to their networks through the delegate orchestrator, keeps the node's
 // attachment ledger, and writes the CNI configuration once it is ready.
 //
 // This is the only place that wires components together and the only one allowed to exit.
+//
+// Multipath TCP is off (the go:debug line above): Go listens with it by default where the
+// kernel has it, and such sockets refuse the TCP MD5 keys that BGP sessions with a password
+// need.
 package main
 
 import (
@@ -19,6 +25,7 @@ import (
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -28,6 +35,8 @@ import (
 	"github.com/loom-cni/loom/delegate"
 	"github.com/loom-cni/loom/delegate/exec"
 	"github.com/loom-cni/loom/delegate/npwg"
+	"github.com/loom-cni/loom/fabric"
+	"github.com/loom-cni/loom/fabric/ipam"
 )
 
 func main() {
@@ -87,9 +96,24 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	}
 	defer unlock()
 
-	orch := delegate.NewOrchestrator(ledger, map[string]delegate.Attachment{
+	dyn, err := dynamic.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
+	alloc := ipam.NewAllocator(ipam.NewKubeStore(dyn), cfg.NodeName, log, time.Now)
+	kinds := map[string]delegate.Attachment{
 		delegate.KindCNI: exec.New([]string{cfg.CNIBinDir}, cfg.CNICacheDir, nil),
-	}, log)
+	}
+	var primary *fabric.Network
+	if cfg.PrimaryNetwork != nil {
+		settings, err := cfg.PrimaryNetwork.Validate()
+		if err != nil {
+			return err
+		}
+		primary = fabric.NewNetwork(settings, cfg.NodeName, kube, dyn, alloc, log)
+		kinds[fabric.Kind] = primary.Attachment()
+	}
+	orch := delegate.NewOrchestrator(ledger, kinds, log)
 	cluster := daemon.NewCluster(kube, nads, cfg.NodeName, cfg.PodWait.Duration, log)
 	resolver, err := npwg.NewResolver(npwg.Config{
 		NADs:               cluster,
@@ -98,6 +122,8 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 		SystemNamespace:    cfg.SystemNamespace,
 		NamespaceIsolation: cfg.NamespaceIsolation,
 		GlobalNamespaces:   cfg.GlobalNamespaces,
+		InProcess:          []string{fabric.Kind},
+		Builtin:            builtinNetworks(primary),
 	})
 	if err != nil {
 		return err
@@ -106,17 +132,23 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	svc := daemon.NewService(cluster, resolver, orch, annotator, log)
 	go cluster.Run(ctx)
 	go annotator.Run(ctx, annotateWorkers)
+	fab := &fabricState{}
+	go startFabric(ctx, alloc, primary, fab, log)
+	go reconcileAddresses(ctx, alloc, orch, fab, log)
 
 	listener, err := cniserver.Listen(cfg.Socket)
 	if err != nil {
 		return err
 	}
-	cniSrv := cniserver.NewServer(svc)
+	cniSrv := cniserver.NewServer(cniserver.Mux{
+		"":                   svc,
+		cniserver.PluginIPAM: daemon.NewIPAMService(alloc, log),
+	})
 	healthSrv := &http.Server{Addr: cfg.HealthAddress, Handler: health(svc), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- cniSrv.Serve(listener) }()
 	go func() { errc <- serve("health server", healthSrv.ListenAndServe()) }()
-	go becomeReady(ctx, cfg, cluster, resolver, svc, log)
+	go becomeReady(ctx, cfg, func() error { return readiness(cluster, resolver, fab) }, svc, log)
 
 	select {
 	case <-ctx.Done():
@@ -154,12 +186,12 @@ func restConfig(cfg daemon.Config) (*rest.Config, error) {
 
 // becomeReady waits for the caches and the default network, then marks the service ready and
 // writes the CNI configuration, the runtime's signal that this node can start pods.
-func becomeReady(ctx context.Context, cfg daemon.Config, cluster *daemon.Cluster, resolver *npwg.Resolver, svc *daemon.Service, log *slog.Logger) {
+func becomeReady(ctx context.Context, cfg daemon.Config, readiness func() error, svc *daemon.Service, log *slog.Logger) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var lastErr string
 	for {
-		err := readiness(cluster, resolver)
+		err := readiness()
 		if err == nil {
 			if err = daemon.WriteCNIConfig(cfg); err == nil {
 				svc.SetReady(true)
@@ -182,9 +214,12 @@ func becomeReady(ctx context.Context, cfg daemon.Config, cluster *daemon.Cluster
 	}
 }
 
-func readiness(cluster *daemon.Cluster, resolver *npwg.Resolver) error {
+func readiness(cluster *daemon.Cluster, resolver *npwg.Resolver, fab *fabricState) error {
 	if !cluster.Synced() {
 		return errors.New("waiting for the pod and network caches to fill")
+	}
+	if err := fab.err(); err != nil {
+		return err
 	}
 	if _, err := resolver.DefaultNetwork(); err != nil {
 		return fmt.Errorf("default network: %w", err)
