@@ -14,6 +14,8 @@ CNITOOL        := $(patsubst CNITOOL=%,%,$(filter CNITOOL=%,$(TOOLS_ENV)))
 
 BIN := $(CURDIR)/bin
 SIM_DIR ?= /tmp/loom-demo
+# The demo cluster's primary network: vxlan, bgp, vxlan-crosssubnet or bridge.
+MODE ?= vxlan
 
 # What the tests need to find; exported so `go test` sees them.
 export LOOM_BIN_DIR := $(BIN)
@@ -24,7 +26,7 @@ export LOOM_CNITOOL := $(CNITOOL)
 export LOOM_ETCD := /usr/bin/etcd
 
 GOFLAGS_BUILD := -trimpath
-CMDS := loom loomd loomctl
+CMDS := loom loom-ipam loomd loomctl loom-controller
 
 .PHONY: all build tools test demo demo-down bench lint fuzz clean
 
@@ -55,7 +57,7 @@ fuzz:
 
 demo: tools build
 	$(BIN)/loomctl sim down --dir $(SIM_DIR) >/dev/null 2>&1 || true
-	hack/demo.sh $(SIM_DIR)
+	hack/demo.sh $(SIM_DIR) $(MODE)
 
 demo-down:
 	$(BIN)/loomctl sim down --dir $(SIM_DIR)
