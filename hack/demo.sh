@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# make demo: a two-node simulated cluster running Loom, three pods with extra networks, and a
-# look at what they got. Everything it starts stays up for you to explore; `make demo-down`
-# removes it.
+# make demo: a three-node simulated cluster running Loom (node1 and node2 on one underlay
+# subnet, node3 on another behind a router), pods with extra networks, and a look at what they
+# got. Everything it starts stays up for you to explore; `make demo-down` removes it.
+#
+#   hack/demo.sh SIM_DIR [MODE]    MODE: vxlan (default), bgp, vxlan-crosssubnet or bridge
 set -euo pipefail
 
-dir=${1:?usage: hack/demo.sh SIM_DIR}
+dir=${1:?usage: hack/demo.sh SIM_DIR [vxlan|bgp|vxlan-crosssubnet|bridge]}
+mode=${2:-vxlan}
+# The network outside the cluster, behind the sim's router (loomctl sim status shows it).
+external=203.0.113.1
 root=$(cd "$(dirname "$0")/.." && pwd)
 loomctl="$root/bin/loomctl"
 kubectl=${LOOM_KUBECTL:?LOOM_KUBECTL names kubectl (the Makefile sets it)}
@@ -15,13 +20,25 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 podexec() { "$loomctl" sim exec --dir "$dir" "$@"; }
 addr() { podexec "$1" -- ip -4 -o addr show dev "$2" | awk '{split($4, a, "/"); print a[1]}'; }
 
-say "Starting a simulated cluster in $dir (real etcd + kube-apiserver, 2 nodes, loomd on each)"
-"$loomctl" sim up --dir "$dir" --nodes 2
+say "Starting a simulated cluster in $dir (real etcd + kube-apiserver, 3 nodes on 2 subnets, loomd on each, mode $mode)"
+"$loomctl" sim up --dir "$dir" --nodes 3 --mode "$mode"
+"$loomctl" sim status --dir "$dir"
 
 say "Networks and pods (examples/demo)"
 run "$kubectl" create namespace demo
 run "$kubectl" apply -f "$root/examples/demo/networks.yaml"
 run "$kubectl" apply -f "$root/examples/demo/pods.yaml"
+# delta has the primary network only, on node3: on the other subnet, behind the router.
+run "$kubectl" apply -f - <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: delta
+  namespace: demo
+spec:
+  nodeName: node3
+  containers: [{name: app, image: registry.k8s.io/pause:3.10}]
+YAML
 run "$kubectl" wait --for=condition=Ready pod --all -n demo --timeout=90s
 run "$kubectl" get pods -n demo -o wide
 
@@ -38,22 +55,33 @@ fail=0
 check() {
   local what=$1 from=$2 to=$3
   if podexec "$from" -- ping -c 2 -W 2 -q "$to" >/dev/null 2>&1; then
-    printf '  ok    %-52s %s -> %s\n' "$what" "$from" "$to"
+    printf '  ok    %-56s %s -> %s\n' "$what" "$from" "$to"
   else
-    printf '  FAIL  %-52s %s -> %s\n' "$what" "$from" "$to"
+    printf '  FAIL  %-56s %s -> %s\n' "$what" "$from" "$to"
     fail=1
   fi
 }
 check "bridge-local, same node (local0)" demo/alpha "$(addr demo/beta local0)"
 check "macvlan-underlay, across nodes (data0 -> net1)" demo/alpha "$(addr demo/gamma net1)"
-check "default network, across nodes (eth0)" demo/alpha "$(addr demo/gamma eth0)"
+check "primary network, across nodes on one subnet (eth0)" demo/alpha "$(addr demo/gamma eth0)"
+check "primary network, across subnets via the router (eth0)" demo/alpha "$(addr demo/delta eth0)"
+if [[ $mode == bgp ]]; then
+  check "outside the cluster, route from the router's BGP" demo/delta "$external"
+fi
 
 say "Explore"
 cat <<MSG
   export KUBECONFIG=$KUBECONFIG
+  $loomctl sim status --dir $dir   # nodes, subnets, the router
   $kubectl get pods -n demo -o wide
   $kubectl get net-attach-def -n demo
   $loomctl sim exec --dir $dir demo/alpha -- ip route
+  $loomctl sim node-exec --dir $dir node1 -- ip route
+MSG
+if [[ $mode == bgp ]]; then
+  echo "  $loomctl sim birdc --dir $dir show route   # the route reflector in the router"
+fi
+cat <<MSG
   $loomctl sim node-exec --dir $dir node1 -- ls /var/lib/loom/ledger     # the attachment ledger
   $loomctl sim node-exec --dir $dir node1 -- cat /etc/cni/net.d/00-loom.conflist
   less $dir/nodes/node1/loomd.log

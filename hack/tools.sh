@@ -6,7 +6,7 @@
 #   hack/tools.sh all         everything below
 #   hack/tools.sh kube        kube-apiserver + kubectl (built from k8s.io/kubernetes)
 #   hack/tools.sh cni         the reference CNI plugins and cnitool
-#   hack/tools.sh debs        etcd, iproute2, iptables, nftables, iperf3, sockperf...
+#   hack/tools.sh debs        etcd, BIRD, iproute2, iptables, nftables, iperf3, sockperf...
 #   hack/tools.sh env         print the paths as make variables
 set -euo pipefail
 
@@ -19,7 +19,7 @@ KUBE_DIR=$LOOM_TOOLS/kubernetes-$KUBE_VERSION
 CNI_DIR=$LOOM_TOOLS/cni-plugins-$CNI_PLUGINS_VERSION
 CNITOOL_DIR=$LOOM_TOOLS/cnitool-$CNI_VERSION
 
-DEBS=(etcd-server iproute2 iptables nftables iputils-ping iperf3 sockperf tcpdump procps openssl)
+DEBS=(etcd-server bird2 iproute2 iptables nftables iputils-ping iperf3 sockperf tcpdump procps openssl)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -117,10 +117,14 @@ debs() {
   [[ $(id -u) != 0 ]] && sudo=sudo
   $sudo apt-get update -qq >/dev/null || true
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # The etcd-server package starts a system etcd on the default ports; Loom's tests run their own.
-  if command -v systemctl >/dev/null && systemctl is-active -q etcd 2>/dev/null; then
-    $sudo systemctl disable --now etcd >/dev/null 2>&1 || true
-  fi
+  # The etcd-server and bird2 packages start a system etcd and BIRD; Loom's tests run their own
+  # (the simulated cluster's BIRD runs in its router's network namespace).
+  local svc
+  for svc in etcd bird; do
+    if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then
+      $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
 }
 
 env_vars() {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,8 +30,10 @@ func newSimCommand(getenv func(string) string) *cobra.Command {
 		Long: `A simulated cluster runs a real kube-apiserver and etcd, and simulates each node as a
 network namespace with a mount namespace of its own, running loomd and a pod runtime that
 plays kubelet and containerd (pods are network namespaces attached through libcni).
-Everything it creates is named after its slot S: netns loomS-node1…, API server on
-https://198.18.S.1:6443. Needs root.`,
+Nodes sit on two underlay subnets, 198.18.S.0/24 (with the API server on
+https://198.18.S.1:6443) and 198.19.S.0/24, joined by a router (netns loomS-router) behind
+which lies a network outside the cluster (netns loomS-ext). Everything it creates is named
+after its slot S: netns loomS-node1…. Needs root.`,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "dir", dir, "the cluster's directory (state, kubeconfig, logs); $LOOM_SIM_DIR sets the default")
 	cmd.AddCommand(
@@ -39,6 +42,7 @@ https://198.18.S.1:6443. Needs root.`,
 		newSimStatusCommand(&dir),
 		newSimExecCommand(&dir),
 		newSimNodeExecCommand(&dir),
+		newSimBirdcCommand(&dir),
 		newSimNodeCommand(&dir),
 	)
 	return cmd
@@ -46,7 +50,7 @@ https://198.18.S.1:6443. Needs root.`,
 
 func newSimUpCommand(getenv func(string) string, dir *string) *cobra.Command {
 	o := sim.OptionsFromEnv(getenv)
-	var loomd string
+	var loomd, mode string
 	var loomdConfig []string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -67,6 +71,7 @@ func newSimUpCommand(getenv func(string) string, dir *string) *cobra.Command {
 			if o.LoomdConfig, err = parseLoomdConfig(loomdConfig); err != nil {
 				return err
 			}
+			o.Mode = sim.Mode(mode)
 			o.Dir, o.Progress = *dir, cmd.ErrOrStderr()
 			start := time.Now()
 			c, err := sim.Up(cmd.Context(), o)
@@ -79,7 +84,12 @@ func newSimUpCommand(getenv func(string) string, dir *string) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&o.Nodes, "nodes", 2, "number of nodes")
+	f.IntVar(&o.Nodes, "nodes", 3, "number of nodes; the first half (rounded up) on subnet A, the rest on subnet B")
+	defaultMode := sim.ModeVXLAN
+	if o.Mode != "" {
+		defaultMode = o.Mode
+	}
+	f.StringVar(&mode, "mode", string(defaultMode), "primary network: vxlan, bgp or vxlan-crosssubnet (Loom's own), or bridge (the reference bridge plugin, statically routed); $LOOM_SIM_MODE sets the default")
 	f.StringVar(&o.BinDir, "bin-dir", o.BinDir, "directory of loom and loomd (default $LOOM_BIN_DIR, else loomctl's own)")
 	f.StringVar(&loomd, "loomd", "", "command to run as loomd in each node (default BIN-DIR/loomd)")
 	f.BoolVar(&o.LoomdWithoutHealth, "loomd-without-health", false, "loomd serves no /readyz: ready once a CNI configuration exists")
@@ -130,9 +140,12 @@ func newSimStatusCommand(dir *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "slot %d, API server %s, kubeconfig %s\n\n", c.Slot(), c.APIServerURL(), c.Kubeconfig())
+			r := c.Router()
+			fmt.Fprintf(cmd.OutOrStdout(), "slot %d, mode %s, API server %s, kubeconfig %s\n", c.Slot(), c.Options().Mode, c.APIServerURL(), c.Kubeconfig())
+			fmt.Fprintf(cmd.OutOrStdout(), "router %s on %s; external network %s in %s (%s)\n\n",
+				r.NetNS, joinPrefixes(r.Addresses), r.ExternalNet, r.ExternalNetNS, r.ExternalIP)
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NODE\tNETNS\tUNDERLAY\tPOD CIDR\tRUNTIME\tLOOMD\tRESTARTS")
+			fmt.Fprintln(w, "NODE\tNETNS\tUNDERLAY\tGATEWAY\tPOD CIDR\tRUNTIME\tLOOMD\tRESTARTS")
 			for _, n := range c.Nodes() {
 				st, err := c.NodeStatus(n.Name)
 				runtime, loomd := "down", "unknown"
@@ -142,11 +155,24 @@ func newSimStatusCommand(dir *string) *cobra.Command {
 						runtime = "ready"
 					}
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.NetNS, n.UnderlayIP, n.PodCIDR, runtime, loomd, st.Loomd.Restarts)
+				podCIDR := "-"
+				if n.PodCIDR.IsValid() {
+					podCIDR = n.PodCIDR.String()
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s/%d\t%s\t%s\t%s\t%s\t%d\n", n.Name, n.NetNS, n.UnderlayIP, n.Subnet.Bits(), n.Gateway,
+					podCIDR, runtime, loomd, st.Loomd.Restarts)
 			}
 			return w.Flush()
 		},
 	}
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 func newSimExecCommand(dir *string) *cobra.Command {
@@ -193,6 +219,26 @@ func newSimNodeExecCommand(dir *string) *cobra.Command {
 				return err
 			}
 			return runInteractive(x)
+		},
+	}
+}
+
+func newSimBirdcCommand(dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "birdc [COMMAND...]",
+		Short: "Ask the router's BIRD (mode bgp), e.g. loomctl sim birdc show route",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := sim.Open(*dir)
+			if err != nil {
+				return err
+			}
+			out, err := c.Birdc(cmd.Context(), args...)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
 		},
 	}
 }

@@ -58,13 +58,14 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("sim up %s: %w", o.Dir, err)
 	}
 	ok = true
-	p.printf("cluster ready: %d nodes, API server %s, kubeconfig %s", len(c.st.Nodes), c.APIServerURL(), c.Kubeconfig())
+	p.printf("cluster ready: %d nodes, mode %s, API server %s, kubeconfig %s", len(c.st.Nodes), o.Mode, c.APIServerURL(), c.Kubeconfig())
 	return c, nil
 }
 
-// build does Up's work once the slot is reserved. The nodes' namespaces are built while the
-// API server boots (3-4 s); their supervisors start once it serves the CRDs, so that loomd's
-// and the runtime's informers do not start in client-go's retry back-off.
+// build does Up's work once the slot is reserved. The underlay, the router (and its BIRD)
+// and the nodes' namespaces are built while the API server boots (3-4 s); the node
+// supervisors start once it serves the CRDs, so that loomd's and the runtime's informers do
+// not start in client-go's retry back-off.
 func (c *Cluster) build(ctx context.Context, o Options) error {
 	if err := c.prepareDir(o); err != nil {
 		return err
@@ -72,13 +73,18 @@ func (c *Cluster) build(ctx context.Context, o Options) error {
 	if err := buildUnderlay(o.IP, c.slot); err != nil {
 		return err
 	}
+	if err := buildRouter(o.IP, c.slot, o.Mode, c.st.Nodes); err != nil {
+		return err
+	}
+	r := c.Router()
+	c.p.printf("underlay %s: subnets %s and %s; router %s; external network %s in %s",
+		c.slot.underlayNetNS(), c.slot.subnets()[0].prefix, c.slot.subnets()[1].prefix, r.NetNS, r.ExternalNet, r.ExternalNetNS)
 	if err := writePKI(c.l, c.slot.apiServerIP()); err != nil {
 		return err
 	}
 	if err := c.loadClient(); err != nil {
 		return err
 	}
-	c.p.printf("underlay %s and certificates ready", c.slot.underlayNetNS())
 	if err := c.startEtcd(ctx); err != nil {
 		return err
 	}
@@ -87,14 +93,20 @@ func (c *Cluster) build(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if o.Mode == ModeBGP {
+		if err := c.startBird(ctx); err != nil {
+			return err
+		}
+		c.p.printf("BIRD up in %s: route reflector of AS %d", r.NetNS, r.ASN)
+	}
 	if err := c.makeNodeNamespaceDir(); err != nil {
 		return err
 	}
 	for _, n := range c.st.Nodes {
-		if err := buildNodeNetwork(o.IP, c.slot, n, c.st.Nodes); err != nil {
+		if err := buildNodeNetwork(o.IP, c.slot, o.Mode, n, c.st.Nodes); err != nil {
 			return err
 		}
-		c.p.printf("%s: netns %s, underlay %s, pod CIDR %s", n.Name, n.NetNS, n.UnderlayIP, n.PodCIDR)
+		c.p.printf("%s: netns %s, underlay %s on %s", n.Name, n.NetNS, n.UnderlayIP, n.Subnet)
 	}
 	if err := c.waitAPIServer(ctx, apiserver); err != nil {
 		return err
@@ -103,7 +115,14 @@ func (c *Cluster) build(ctx context.Context, o Options) error {
 	if err := c.installCRDs(ctx); err != nil {
 		return err
 	}
-	c.p.printf("CRDs established; starting the node supervisors")
+	c.p.printf("CRDs established")
+	if o.Controller != "" {
+		if err := c.startController(ctx); err != nil {
+			return err
+		}
+		c.p.printf("loom-controller started; health on %s", c.controllerHealthAddress())
+	}
+	c.p.printf("starting the node supervisors (mode %s)", o.Mode)
 	for _, n := range c.st.Nodes {
 		if err := c.startSupervisor(n); err != nil {
 			return err
@@ -115,7 +134,7 @@ func (c *Cluster) build(ctx context.Context, o Options) error {
 // prepareDir clears what a previous cluster left in the directory and records the new
 // cluster's state.
 func (c *Cluster) prepareDir(o Options) error {
-	for _, name := range []string{"etcd", "pki", "nodes", "kubeconfig", "etcd.log", "apiserver.log"} {
+	for _, name := range []string{"etcd", "pki", "nodes", "kubeconfig", "etcd.log", "apiserver.log", "controller.log", "bird.conf", "bird.log"} {
 		if err := os.RemoveAll(filepath.Join(o.Dir, name)); err != nil {
 			return err
 		}
@@ -132,7 +151,7 @@ func (c *Cluster) prepareDir(o Options) error {
 		Options:        o,
 	}
 	for i := 1; i <= o.Nodes; i++ {
-		n := newNode(c.l, c.slot, i)
+		n := newNode(c.l, c.slot, o.Mode, i, o.Nodes)
 		if err := os.MkdirAll(n.Root, 0o755); err != nil {
 			return err
 		}

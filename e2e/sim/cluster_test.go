@@ -6,7 +6,9 @@ import (
 	"crypto/sha512"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,12 +22,15 @@ import (
 	"github.com/loom-cni/loom/e2e/sim/simtest"
 )
 
-// startCluster brings up a two-node cluster whose loomd is the stand-in and whose node
+// startCluster brings up a three-node cluster (node1 and node2 on subnet A, node3 on
+// subnet B) in mode bridge, whose loomd and loom-controller are stand-ins and whose node
 // supervisors are this test binary, and tears it down when the test ends.
 func startCluster(t *testing.T) *sim.Cluster {
 	return simtest.Start(t, func(o *sim.Options) {
+		o.Mode = sim.ModeBridge
 		o.Loomd = simtest.StandInLoomd(t)
 		o.LoomdWithoutHealth = true
+		o.Controller = standInControllerCommand(t)
 	})
 }
 
@@ -94,12 +99,15 @@ func TestCluster(t *testing.T) {
 		name string
 		run  func(*testing.T, *sim.Cluster)
 	}{
+		{"nodes sit on two subnets joined by the router", testTopology},
 		{"pods run with addresses from their node's pod CIDR", testPods},
 		{"a pod whose CNI ADD fails ends Failed with the error", testFailedADD},
 		{"kubectl works with the kubeconfig", testKubectl},
+		{"loom-controller stops and starts again", testController},
 		{"loomd stops and starts again; pods wait for a network", testLoomdRestart},
 		{"a restarted supervisor keeps live sandboxes, tears down dead ones and GCs", testSupervisorRestart},
 		{"the API server stops and starts with its state", testAPIServerRestart},
+		{"a removed node leaves nothing behind and the rest keeps working", testRemoveNode},
 		{"down leaves nothing behind", testDown},
 	} {
 		if !t.Run(step.name, func(t *testing.T) { step.run(t, c) }) {
@@ -116,10 +124,80 @@ func nodesByName(c *sim.Cluster) map[string]sim.Node {
 	return nodes
 }
 
+func testTopology(t *testing.T, c *sim.Cluster) {
+	ctx := context.Background()
+	r := c.Router()
+	a, b := r.Addresses[0], r.Addresses[1]
+	for _, n := range c.Nodes() {
+		want := a
+		if n.Name == "node3" {
+			want = b
+		}
+		if n.Subnet != want.Masked() || n.Gateway != want.Addr() || !n.Subnet.Contains(n.UnderlayIP) {
+			t.Errorf("%s: underlay %s on %s via %s, want on %s via %s", n.Name, n.UnderlayIP, n.Subnet, n.Gateway, want.Masked(), want.Addr())
+		}
+		node, err := c.Client().CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil || len(node.Status.Addresses) == 0 || node.Status.Addresses[0].Address != n.UnderlayIP.String() {
+			t.Errorf("Node %s: %v, addresses %v", n.Name, err, node.Status.Addresses)
+		}
+		if out, err := c.NodeExec(ctx, n.Name, "ip", "-4", "route", "show", "default"); err != nil || strings.TrimSpace(out) != "" {
+			t.Errorf("%s has a default route: %v %s", n.Name, err, out)
+		}
+	}
+	// node3 reaches the API server through the router, and the API server answers it.
+	apiServer := apiServerHost(t, c)
+	if out, err := c.NodeExec(ctx, "node3", "ping", "-c1", "-W2", apiServer); err != nil {
+		t.Errorf("node3 -> API server %s: %v\n%s", apiServer, err, out)
+	}
+	if out, err := c.NodeExec(ctx, "node3", "ping", "-c1", "-W1", r.ExternalIP.String()); err == nil {
+		t.Errorf("node3 reaches the external network in mode bridge:\n%s", out)
+	}
+	if out, err := netnsExec(ctx, r.NetNS, "ip", "-4", "route", "show", "default"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("the router has a default route: %v %s", err, out)
+	}
+	if out, err := netnsExec(ctx, r.NetNS, "ping", "-c1", "-W2", r.ExternalIP.String()); err != nil {
+		t.Errorf("router -> external %s: %v\n%s", r.ExternalIP, err, out)
+	}
+	if !hasRootRoute(t, b.Masked(), a.Addr()) {
+		t.Errorf("the root namespace has no route to %s via %s", b.Masked(), a.Addr())
+	}
+}
+
+// apiServerHost is the API server's address: 198.18.S.1.
+func apiServerHost(t *testing.T, c *sim.Cluster) string {
+	t.Helper()
+	u, err := url.Parse(c.APIServerURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Hostname()
+}
+
+// netnsExec runs argv in a named network namespace of the host and returns its output.
+func netnsExec(ctx context.Context, netns string, argv ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", netns}, argv...)...).CombinedOutput()
+	return string(out), err
+}
+
+// hasRootRoute says whether the root namespace routes dst via gw.
+func hasRootRoute(t *testing.T, dst netip.Prefix, gw netip.Addr) bool {
+	t.Helper()
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.String() == dst.String() && r.Gw.Equal(gw.AsSlice()) {
+			return true
+		}
+	}
+	return false
+}
+
 func testPods(t *testing.T, c *sim.Cluster) {
 	ctx := context.Background()
 	nodes := nodesByName(c)
-	pods := createPods(t, c, newPod("a1", "node1"), newPod("a2", "node1"), newPod("b1", "node2"),
+	pods := createPods(t, c, newPod("a1", "node1"), newPod("a2", "node1"), newPod("b1", "node2"), newPod("c1", "node3"),
 		newPod("free1", ""), newPod("free2", ""))
 	for _, p := range pods {
 		n := nodes[p.Spec.NodeName]
@@ -142,12 +220,13 @@ func testPods(t *testing.T, c *sim.Cluster) {
 	if pods["free1"].Spec.NodeName == pods["free2"].Spec.NodeName {
 		t.Errorf("the scheduler bound free1 and free2 both to %s, want one on each node", pods["free1"].Spec.NodeName)
 	}
-	for _, target := range []string{"a2", "b1"} {
+	// a2 on the same node, b1 on the same subnet, c1 behind the router.
+	for _, target := range []string{"a2", "b1", "c1"} {
 		if out, err := c.PodExec(ctx, "default", "a1", "ping", "-c1", "-W2", pods[target].Status.PodIP); err != nil {
 			t.Errorf("ping a1 -> %s: %v\n%s", target, err, out)
 		}
 	}
-	deletePods(t, c, "a1", "a2", "b1", "free1", "free2")
+	deletePods(t, c, "a1", "a2", "b1", "c1", "free1", "free2")
 	assertNoLeftovers(t, c)
 }
 
@@ -188,7 +267,7 @@ func testKubectl(t *testing.T, c *sim.Cluster) {
 		t.Skip("LOOM_KUBECTL not set")
 	}
 	out, err := c.Kubectl(ctx, "get", "nodes", "-o", "name")
-	if err != nil || strings.TrimSpace(string(out)) != "node/node1\nnode/node2" {
+	if err != nil || strings.TrimSpace(string(out)) != "node/node1\nnode/node2\nnode/node3" {
 		t.Errorf("kubectl get nodes: %v\n%s", err, out)
 	}
 	if out, err := c.Kubectl(ctx, "get", "net-attach-def", "-A"); err != nil {
@@ -306,6 +385,131 @@ func testAPIServerRestart(t *testing.T, c *sim.Cluster) {
 	assertNoLeftovers(t, c)
 }
 
+// testRemoveNode removes node1, which also runs the scheduler, while pods run on every node.
+func testRemoveNode(t *testing.T, c *sim.Cluster) {
+	ctx := context.Background()
+	pods := createPods(t, c, newPod("lost", "node1"), newPod("stay2", "node2"), newPod("stay3", "node3"))
+	n1, err := c.Node("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.NodeStatus("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, _, err := c.PodSandbox("default", "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The processes in the namespaces of node1 and of its pod (named as readlink names them,
+	// net:[INODE]), found before the namespaces go: a namespace's number is free for reuse
+	// once it is gone.
+	inodes := map[string]string{}
+	for what, argv := range map[string][]string{
+		"node1's network namespace": {"readlink", "/proc/self/ns/net"},
+		"node1's mount namespace":   {"readlink", "/proc/self/ns/mnt"},
+	} {
+		ns, execErr := c.NodeExec(ctx, "node1", argv...)
+		if execErr != nil {
+			t.Fatal(execErr)
+		}
+		inodes[strings.TrimSpace(ns)] = what
+	}
+	out, err := c.PodExec(ctx, "default", "lost", "readlink", "/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes[strings.TrimSpace(out)] = "the network namespace of pod lost"
+	var inNode []nsProc
+	for _, p := range procsByNamespace() {
+		if _, ok := inodes[p.ns]; ok {
+			inNode = append(inNode, p)
+		}
+	}
+	if len(inNode) == 0 {
+		t.Fatal("no process found in node1's namespaces")
+	}
+
+	start := time.Now()
+	if err = c.RemoveNode(ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("RemoveNode took %.1fs", time.Since(start).Seconds())
+
+	for _, pid := range []int{st.SupervisorPID, st.Loomd.PID} {
+		if alive(pid) {
+			t.Errorf("process %d of node1 still runs", pid)
+		}
+	}
+	for _, p := range inNode {
+		if alive(p.pid) {
+			t.Errorf("process %d still runs (it ran in %s)", p.pid, inodes[p.ns])
+		}
+	}
+	if _, statErr := os.Stat(filepath.Join("/run/netns", n1.NetNS)); statErr == nil {
+		t.Errorf("netns %s left behind", n1.NetNS)
+	}
+	if link, linkErr := netnsExec(ctx, fmt.Sprintf("loom%d-underlay", c.Slot()), "ip", "link", "show", "node1"); linkErr == nil {
+		t.Errorf("underlay link node1 left behind:\n%s", link)
+	}
+	if _, nodeErr := c.Node("node1"); nodeErr == nil {
+		t.Error("Node(node1) still finds the removed node")
+	}
+	reopened, err := sim.Open(c.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := nodeNames(reopened.Nodes()); names != "node2 node3" {
+		t.Errorf("the cluster's state lists %s, want node2 node3", names)
+	}
+	if _, err := c.Client().CoreV1().Nodes().Get(ctx, "node1", metav1.GetOptions{}); err == nil {
+		t.Error("Node node1 still in the API")
+	}
+	if err := c.WaitPodGone(ctx, "default", "lost"); err != nil {
+		t.Errorf("pod lost (sandbox %s) still in the API: %v", lost.ContainerID[:12], err)
+	}
+
+	// The others keep running: pods across the router still talk, and unscheduled pods are
+	// bound by the scheduler that node2 took over.
+	if out, err := c.PodExec(ctx, "default", "stay2", "ping", "-c1", "-W2", pods["stay3"].Status.PodIP); err != nil {
+		t.Errorf("ping stay2 -> stay3: %v\n%s", err, out)
+	}
+	after := createPods(t, c, newPod("after1", ""), newPod("after2", ""))
+	if after["after1"].Spec.NodeName == after["after2"].Spec.NodeName {
+		t.Errorf("after1 and after2 both bound to %s, want one on node2 and one on node3", after["after1"].Spec.NodeName)
+	}
+	deletePods(t, c, "stay2", "stay3", "after1", "after2")
+	assertNoLeftovers(t, c)
+}
+
+func nodeNames(nodes []sim.Node) string {
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.Name)
+	}
+	return strings.Join(names, " ")
+}
+
+// nsProc is a process and one of its namespaces, as readlink shows it: net:[4026532281].
+type nsProc struct {
+	pid int
+	ns  string
+}
+
+// procsByNamespace lists the network and mount namespaces of every process.
+func procsByNamespace() []nsProc {
+	var procs []nsProc
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		for _, kind := range []string{"net", "mnt"} {
+			if ns, err := os.Readlink(filepath.Join(d, "ns", kind)); err == nil {
+				procs = append(procs, nsProc{atoi(filepath.Base(d)), ns})
+			}
+		}
+	}
+	return procs
+}
+
 func testDown(t *testing.T, c *sim.Cluster) {
 	ctx := context.Background()
 	var pids []int
@@ -337,6 +541,10 @@ func assertDown(t *testing.T, c *sim.Cluster, pids []int) {
 	}
 	if _, err := netlink.LinkByName(prefix + "ul"); err == nil {
 		t.Errorf("link %sul left behind", prefix)
+	}
+	r := c.Router()
+	if hasRootRoute(t, r.Addresses[1].Masked(), r.Addresses[0].Addr()) {
+		t.Errorf("route to %s left behind", r.Addresses[1].Masked())
 	}
 	slot := filepath.Join(c.Options().RunDir, fmt.Sprintf("slot-%d", c.Slot()))
 	if _, err := os.Stat(slot); err == nil {

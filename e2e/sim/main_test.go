@@ -7,5 +7,11 @@ import (
 	"github.com/loom-cni/loom/e2e/sim/simtest"
 )
 
-// TestMain lets the test binary double as the node supervisor.
-func TestMain(m *testing.M) { os.Exit(simtest.Main(m)) }
+// TestMain lets the test binary double as the node supervisor and as loom-controller's
+// stand-in.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == standInControllerArg {
+		os.Exit(standInController(os.Args[2:]))
+	}
+	os.Exit(simtest.Main(m))
+}

@@ -117,8 +117,8 @@ func shareNetNSDir() error {
 }
 
 // prepareNode writes what a node's image and DaemonSet would put in place: the CNI plugins
-// in /opt/cni/bin, loomd's configuration, the default network's configuration, and the
-// sysctls a node needs.
+// in /opt/cni/bin, loomd's configuration, in ModeBridge the default network's
+// configuration, and the sysctls a node needs.
 func prepareNode(st state, l layout, n Node) error {
 	for _, d := range []string{"/run/netns", "/run/loom", "/var/lib/cni", "/var/lib/loom", "/etc/cni/net.d", "/etc/loom/net.d"} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -135,8 +135,10 @@ func prepareNode(st state, l layout, n Node) error {
 	if err := writeFileAtomic(loomdConfigPath, cfg, 0o644); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(defaultNetConfig, defaultNetworkConfig(n), 0o644); err != nil {
-		return err
+	if !st.Options.Mode.loomNetwork() {
+		if err := writeFileAtomic(defaultNetConfig, defaultNetworkConfig(n), 0o644); err != nil {
+			return err
+		}
 	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return fmt.Errorf("enable forwarding: %w", err)
@@ -163,9 +165,12 @@ func linkPlugins(o Options) error {
 			targets = append(targets, filepath.Join(o.CNIPluginsDir, e.Name()))
 		}
 	}
-	if o.BinDir != "" {
-		if _, err := os.Stat(filepath.Join(o.BinDir, "loom")); err == nil {
-			targets = append(targets, filepath.Join(o.BinDir, "loom"))
+	for _, name := range []string{"loom", "loom-ipam"} {
+		if o.BinDir == "" {
+			break
+		}
+		if _, err := os.Stat(filepath.Join(o.BinDir, name)); err == nil {
+			targets = append(targets, filepath.Join(o.BinDir, name))
 		}
 	}
 	for _, t := range targets {
@@ -177,12 +182,26 @@ func linkPlugins(o Options) error {
 }
 
 // loomdConfig is loomd's configuration file: the sim's fields, overridden by
-// Options.LoomdConfig.
+// Options.LoomdConfig. In ModeBridge loomd delegates the default network to loom-default;
+// in Loom's own modes it runs the primary network, in ModeBGP peering with the router, the
+// route reflector, instead of every other node.
 func loomdConfig(st state, l layout, n Node) ([]byte, error) {
 	cfg := map[string]any{
-		"nodeName":       n.Name,
-		"kubeconfig":     l.kubeconfig(),
-		"defaultNetwork": defaultNetwork,
+		"nodeName":   n.Name,
+		"kubeconfig": l.kubeconfig(),
+	}
+	if mode := st.Options.Mode; mode.loomNetwork() {
+		primary := map[string]any{"mode": string(mode), "clusterCIDR": clusterCIDR}
+		if mode == ModeBGP {
+			primary["bgp"] = map[string]any{
+				"asn":            routerASN,
+				"nodeToNodeMesh": false,
+				"peers":          []any{map[string]any{"address": n.Gateway.String(), "asn": routerASN}},
+			}
+		}
+		cfg["primaryNetwork"] = primary
+	} else {
+		cfg["defaultNetwork"] = defaultNetwork
 	}
 	for k, v := range st.Options.LoomdConfig {
 		cfg[k] = v

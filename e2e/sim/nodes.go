@@ -182,14 +182,15 @@ func (c *Cluster) waitNodeStatus(ctx context.Context, n Node, timeout time.Durat
 	return nil
 }
 
-// waitNodesReady waits until every node has a CNI configuration and is Ready in the API.
+// waitNodesReady waits until every node's pod runtime runs, and the node has a CNI
+// configuration and is Ready in the API.
 func (c *Cluster) waitNodesReady(ctx context.Context) error {
 	for _, n := range c.st.Nodes {
 		err := poll(ctx, 60*time.Second, func() (bool, error) {
 			if ref, err := readPidFile(c.slot.pidFile("node-" + n.Name)); err == nil && !ref.alive() {
 				return false, fmt.Errorf("its supervisor exited: %s", lastLine(filepath.Join(n.Dir, "supervisor.log")))
 			}
-			if !hasCNIConfig(n.HostPath("/etc/cni/net.d")) {
+			if st, err := readNodeStatus(n); err != nil || !st.RuntimeReady || !hasCNIConfig(n.HostPath("/etc/cni/net.d")) {
 				return false, nil
 			}
 			node, err := c.cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
@@ -208,7 +209,7 @@ func (c *Cluster) waitNodesReady(ctx context.Context) error {
 			return fmt.Errorf("%s not ready (loomd %s: %s): see %s/supervisor.log and loomd.log: %w",
 				n.Name, st.Loomd.State, st.Loomd.Message, n.Dir, err)
 		}
-		c.p.printf("%s ready: CNI configuration in place, Node Ready", n.Name)
+		c.p.printf("%s ready: pod runtime running, CNI configuration in place, Node Ready", n.Name)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -18,8 +19,11 @@ type Options struct {
 	// path that nodes mount over (/run, /etc/cni, /opt/cni, /var/lib/cni, /var/lib/loom,
 	// /etc/loom).
 	Dir string `json:"dir"`
-	// Nodes is the number of nodes, 1 to 50; default 2.
+	// Nodes is the number of nodes, 1 to 50; default 3. The first half (rounded up) sit on
+	// underlay subnet A with the API server, the rest on subnet B behind the router.
 	Nodes int `json:"nodes"`
+	// Mode is the cluster's primary network; default ModeVXLAN.
+	Mode Mode `json:"mode"`
 
 	// KubeAPIServer and Etcd are the control plane binaries.
 	KubeAPIServer string `json:"kubeAPIServer"`
@@ -41,6 +45,13 @@ type Options struct {
 	// LoomdConfig holds extra fields of loomd's configuration file (daemon.Config's JSON
 	// names, e.g. "namespaceIsolation": true); they override the sim's own.
 	LoomdConfig map[string]any `json:"loomdConfig,omitempty"`
+	// Controller is loom-controller, run in the root namespace once the CRDs are
+	// established; default BinDir/loom-controller when that file exists, else none.
+	Controller string `json:"controller,omitempty"`
+	// Bird and Birdc are BIRD 2's daemon and client, which play the top-of-rack route
+	// reflector in ModeBGP; default from $PATH, then /usr/sbin.
+	Bird  string `json:"bird,omitempty"`
+	Birdc string `json:"birdc,omitempty"`
 	// SupervisorCommand starts a node supervisor (RunNode) once it is given
 	// "--dir DIR --node NAME"; default BinDir/loomctl sim node. Tests re-execute their own
 	// binary (see ReexecArg).
@@ -64,18 +75,42 @@ type Options struct {
 	Progress io.Writer `json:"-"`
 }
 
+// Mode is the cluster's primary network: how pods on different nodes reach each other.
+type Mode string
+
+// The modes. In Loom's own (every one but ModeBridge) loomd runs the primary network from
+// the primaryNetwork section of its configuration, and the sim routes no pod addresses.
+const (
+	// ModeVXLAN: a VXLAN overlay between all nodes.
+	ModeVXLAN Mode = "vxlan"
+	// ModeBGP: nodes announce their pod addresses to the router, a BIRD route reflector,
+	// and route them without encapsulation.
+	ModeBGP Mode = "bgp"
+	// ModeVXLANCrossSubnet: direct routes within an underlay subnet, VXLAN across subnets.
+	ModeVXLANCrossSubnet Mode = "vxlan-crosssubnet"
+	// ModeBridge: the reference bridge plugin (network loom-default, host-local addresses
+	// from each node's pod CIDR) is the default network loomd delegates to; the sim routes
+	// every pod CIDR statically, across subnets through the router.
+	ModeBridge Mode = "bridge"
+)
+
+// Modes lists the modes, the default first.
+func Modes() []Mode { return []Mode{ModeVXLAN, ModeBGP, ModeVXLANCrossSubnet, ModeBridge} }
+
+// loomNetwork says whether loomd runs the primary network itself.
+func (m Mode) loomNetwork() bool { return m != ModeBridge }
+
 // OptionsFromEnv returns Options with the tool paths taken from the variables the Makefile
 // exports (LOOM_KUBE_APISERVER, LOOM_ETCD, LOOM_KUBECTL, LOOM_CNI_PLUGINS_DIR,
-// LOOM_BIN_DIR), falling back to $PATH for the binaries.
+// LOOM_BIN_DIR, LOOM_BIRD, LOOM_BIRDC), falling back to $PATH (and /usr/sbin, where Debian
+// puts BIRD) for the binaries, and the mode from LOOM_SIM_MODE, so that a suite that does
+// not choose one runs in each: LOOM_SIM_MODE=bgp make test.
 func OptionsFromEnv(getenv func(string) string) Options {
 	pick := func(env, name string) string {
 		if v := getenv(env); v != "" {
 			return v
 		}
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-		return ""
+		return lookPath(name)
 	}
 	return Options{
 		KubeAPIServer: pick("LOOM_KUBE_APISERVER", "kube-apiserver"),
@@ -83,7 +118,22 @@ func OptionsFromEnv(getenv func(string) string) Options {
 		Kubectl:       getenv("LOOM_KUBECTL"),
 		CNIPluginsDir: getenv("LOOM_CNI_PLUGINS_DIR"),
 		BinDir:        getenv("LOOM_BIN_DIR"),
+		Mode:          Mode(getenv("LOOM_SIM_MODE")),
+		Bird:          pick("LOOM_BIRD", "bird"),
+		Birdc:         pick("LOOM_BIRDC", "birdc"),
 	}
+}
+
+// lookPath finds a program in $PATH, then in /usr/sbin (which a non-root $PATH often lacks),
+// and returns "" when it is in neither.
+func lookPath(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if p, err := exec.LookPath(filepath.Join("/usr/sbin", name)); err == nil {
+		return p
+	}
+	return ""
 }
 
 // nodeMountPaths are the node-local paths: in a node each is a bind mount of
@@ -110,16 +160,45 @@ func (o Options) withDefaults() (Options, error) {
 		}
 	}
 	if o.Nodes == 0 {
-		o.Nodes = 2
+		o.Nodes = 3
 	}
 	if o.Nodes < 1 || o.Nodes > 50 {
 		errs = append(errs, fmt.Errorf("nodes: %d is not between 1 and 50", o.Nodes))
+	}
+	if o.Mode == "" {
+		o.Mode = ModeVXLAN
+	}
+	if !slices.Contains(Modes(), o.Mode) {
+		errs = append(errs, fmt.Errorf("mode: %q is none of %v", o.Mode, Modes()))
 	}
 	if len(o.Loomd) == 0 && o.BinDir != "" {
 		o.Loomd = []string{filepath.Join(o.BinDir, "loomd")}
 	}
 	if len(o.SupervisorCommand) == 0 && o.BinDir != "" {
 		o.SupervisorCommand = []string{filepath.Join(o.BinDir, "loomctl"), "sim", "node"}
+	}
+	if o.Controller == "" && o.BinDir != "" {
+		if _, err := os.Stat(filepath.Join(o.BinDir, "loom-controller")); err == nil {
+			o.Controller = filepath.Join(o.BinDir, "loom-controller")
+		}
+	}
+	if o.Controller != "" {
+		errs = append(errs, checkExecutable("controller", o.Controller))
+	}
+	if o.Mode == ModeBGP {
+		for _, t := range []struct {
+			p    *string
+			name string
+		}{{&o.Bird, "bird"}, {&o.Birdc, "birdc"}} {
+			if *t.p == "" {
+				*t.p = lookPath(t.name)
+			}
+			if *t.p == "" {
+				errs = append(errs, fmt.Errorf("%s (LOOM_%s): not found in $PATH or /usr/sbin: mode bgp needs BIRD 2: run hack/tools.sh debs", t.name, strings.ToUpper(t.name)))
+			} else {
+				errs = append(errs, checkExecutable(t.name, *t.p))
+			}
+		}
 	}
 	if o.GCInterval == 0 {
 		o.GCInterval = time.Minute

@@ -18,10 +18,18 @@ type Node struct {
 	Name string `json:"name"`
 	// NetNS is the name of the node's network namespace (/run/netns/NetNS on the host).
 	NetNS string `json:"netns"`
-	// UnderlayIP is eth0's address on the underlay bridge.
+	// UnderlayIP is eth0's address on the underlay.
 	UnderlayIP netip.Addr `json:"underlayIP"`
-	// PodCIDR is the node's spec.podCIDR, served by the default network's host-local IPAM.
-	PodCIDR netip.Prefix `json:"podCIDR"`
+	// Subnet is the underlay subnet eth0 is on: 198.18.S.0/24 (A, with the API server) or
+	// 198.19.S.0/24 (B).
+	Subnet netip.Prefix `json:"subnet"`
+	// Gateway is the router's address on Subnet: the node's way to the other subnet and, in
+	// ModeBGP, its BGP peer.
+	Gateway netip.Addr `json:"gateway"`
+	// PodCIDR is the node's spec.podCIDR, served by the default network's host-local IPAM
+	// in ModeBridge. In Loom's own modes it is unset: Loom's IPAM hands out blocks of the
+	// cluster CIDR.
+	PodCIDR netip.Prefix `json:"podCIDR,omitzero"`
 	// Root is the host path that mirrors the node's node-local directories: the node's
 	// /var/lib/loom is Root+"/var/lib/loom" on the host.
 	Root string `json:"root"`
@@ -120,6 +128,7 @@ func (s slotDir) ownerFile() string          { return filepath.Join(s.path(), "o
 func (s slotDir) pidFile(name string) string { return filepath.Join(s.path(), "pids", name) }
 func (s slotDir) nsDir() string              { return filepath.Join(s.path(), "ns") }
 func (s slotDir) nsPin(node string) string   { return filepath.Join(s.nsDir(), node) }
+func (s slotDir) birdSocket() string         { return filepath.Join(s.path(), "bird.ctl") }
 
 // etcdData is where etcd keeps the cluster's data: in memory (/dev/shm) when the machine has
 // it, where etcd's fsyncs cost nothing. In a real cluster the control plane does not share the
@@ -134,12 +143,34 @@ func (s slotDir) etcdData() string {
 	return filepath.Join(s.path(), "etcd")
 }
 
-// Names derived from the slot.
+// Names and addresses derived from the slot.
 func (s slotDir) netnsPrefix() string   { return fmt.Sprintf("loom%d-", s.slot) }
 func (s slotDir) underlayNetNS() string { return s.netnsPrefix() + "underlay" }
+func (s slotDir) routerNetNS() string   { return s.netnsPrefix() + "router" }
+func (s slotDir) externalNetNS() string { return s.netnsPrefix() + "ext" }
 func (s slotDir) hostLink() string      { return s.netnsPrefix() + "ul" }
 func (s slotDir) apiServerIP() netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 18, byte(s.slot), 1})
+}
+
+// subnets are the slot's two underlay subnets, A first.
+func (s slotDir) subnets() [2]underlaySubnet {
+	a := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(s.slot), 0}), 24)
+	b := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(s.slot), 0}), 24)
+	return [2]underlaySubnet{
+		{prefix: a, bridge: "br0", routerPort: "router-a", routerLink: "eth0"},
+		{prefix: b, bridge: "br1", routerPort: "router-b", routerLink: "eth1"},
+	}
+}
+
+// subnetOf returns the underlay subnet that holds a, and false if none does.
+func (s slotDir) subnetOf(a netip.Addr) (underlaySubnet, bool) {
+	for _, u := range s.subnets() {
+		if u.prefix.Contains(a) {
+			return u, true
+		}
+	}
+	return underlaySubnet{}, false
 }
 
 // clusterDir reads which cluster directory the slot belongs to.
@@ -151,15 +182,27 @@ func (s slotDir) clusterDir() string {
 	return strings.TrimSpace(string(b))
 }
 
-// newNode describes node i (1-based) of a cluster in slot s.
-func newNode(l layout, s slotDir, i int) Node {
+// newNode describes node i (1-based) of the n nodes of a cluster in slot s: nodes 1 to
+// ceil(n/2) sit on subnet A, the others on subnet B.
+func newNode(l layout, s slotDir, mode Mode, i, n int) Node {
 	name := "node" + strconv.Itoa(i)
-	return Node{
+	u := s.subnets()[0]
+	if i > (n+1)/2 {
+		u = s.subnets()[1]
+	}
+	ip := u.prefix.Addr().As4()
+	ip[3] = byte(10 + i)
+	node := Node{
 		Name:       name,
 		NetNS:      s.netnsPrefix() + name,
-		UnderlayIP: netip.AddrFrom4([4]byte{198, 18, byte(s.slot), byte(10 + i)}),
-		PodCIDR:    netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
+		UnderlayIP: netip.AddrFrom4(ip),
+		Subnet:     u.prefix,
+		Gateway:    u.gateway(),
 		Root:       filepath.Join(l.nodeDir(name), "root"),
 		Dir:        l.nodeDir(name),
 	}
+	if !mode.loomNetwork() {
+		node.PodCIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
+	}
+	return node
 }

@@ -75,7 +75,7 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 		NodeName: n.Name, NodeIP: n.UnderlayIP, PodCIDR: n.PodCIDR, Client: client,
 		CNIConfDir: "/etc/cni/net.d", CNIBinDirs: []string{"/opt/cni/bin"}, CNICacheDir: "/var/lib/cni",
 		NetNSDir: "/run/netns", StateDir: n.SandboxDir(), GCInterval: gcInterval,
-		Schedule: n.Name == st.Nodes[0].Name,
+		Schedule: func() bool { return firstNode(cfg.Dir) == n.Name },
 		Ready:    func() { status.update(func(s *NodeStatus) { s.RuntimeReady = true }) },
 		Log:      log,
 	})
@@ -101,6 +101,16 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 	cancel()
 	wg.Wait()
 	return err
+}
+
+// firstNode names the cluster's first node, which also runs the scheduler: node1 until
+// RemoveNode takes it away, then the next.
+func firstNode(dir string) string {
+	st, err := readState(dir)
+	if err != nil || len(st.Nodes) == 0 {
+		return ""
+	}
+	return st.Nodes[0].Name
 }
 
 func nodeClient(l layout) (kubernetes.Interface, error) {

@@ -1,24 +1,52 @@
 package sim
 
-// The underlay is what a rack switch is to real nodes: a bridge (br0) in the network
-// namespace loomS-underlay, with one veth per node (eth0 in the node, NAME in the underlay)
-// and one to the root namespace (loomS-ul, 198.18.S.1/24), which is where the API server
-// listens. Nodes reach each other's pod CIDRs through static routes via the other node's
-// underlay address, so the default network works across nodes without an overlay. Nodes
-// get no default route: nothing they send can leave the machine.
+// The underlay is what a data centre's network is to real nodes: two subnets, each a bridge
+// (a rack's switch) in the network namespace loomS-underlay, joined by a router.
+//
+//	subnet A, 198.18.S.0/24 on br0: the root namespace's link loomS-ul (198.18.S.1, where
+//	    the API server listens), nodes 1 to ceil(N/2) at 198.18.S.(10+i), the router at .254
+//	subnet B, 198.19.S.0/24 on br1: the other nodes at 198.19.S.(10+i), the router at .254
+//
+// Each node plugs its eth0 into its subnet's bridge (a veth named after the node in the
+// underlay namespace) and routes the other subnet through the router; the root namespace
+// routes subnet B through it too, so that the API server answers the nodes there. The
+// router (router.go) also leads to a network outside the cluster. Nothing in the sim has a
+// default route but that external network, whose only way out is the router: nothing the
+// sim sends can leave the machine.
+//
+// In ModeBridge the sim routes every node's pod CIDR as well: directly to a node on the same
+// subnet, through the router to one on the other, and from the router to each node. In
+// Loom's own modes pod addresses are loomd's to route (VXLAN, or BGP with the router as
+// route reflector).
 
 import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
-const underlayBridge = "br0"
+// underlaySubnet is one underlay subnet: its bridge, and the router's leg on it.
+type underlaySubnet struct {
+	prefix netip.Prefix
+	bridge string
+	// routerPort is the router's veth on the bridge, routerLink its other end in the router.
+	routerPort string
+	routerLink string
+}
+
+// gateway is the router's address on the subnet, the last but one: 198.18.S.254.
+func (u underlaySubnet) gateway() netip.Addr {
+	a := u.prefix.Addr().As4()
+	a[3] = 254
+	return netip.AddrFrom4(a)
+}
 
 // netHandle is a netlink handle and namespace file of one named network namespace.
 type netHandle struct {
@@ -56,6 +84,10 @@ func prefixOf(a netip.Addr, bits int) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, a.BitLen())}}
 }
 
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
 // linkUp sets a link up, looking it up by name in the handle's namespace.
 func linkUp(h *netlink.Handle, name string) (netlink.Link, error) {
 	l, err := h.LinkByName(name)
@@ -68,7 +100,42 @@ func linkUp(h *netlink.Handle, name string) (netlink.Link, error) {
 	return l, nil
 }
 
-// buildUnderlay creates the underlay namespace, its bridge and the root namespace's link.
+// addVeth creates a veth pair: name in the handle's namespace, peer in peerNS.
+func addVeth(h *netlink.Handle, name, peer string, peerNS netns.NsHandle) error {
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: name},
+		PeerName:      peer,
+		PeerNamespace: netlink.NsFd(int(peerNS)),
+	}
+	if err := h.LinkAdd(veth); err != nil {
+		return fmt.Errorf("add link %s (peer %s): %w", name, peer, err)
+	}
+	return nil
+}
+
+// addressUp gives a link its address and sets it up.
+func addressUp(h *netlink.Handle, name string, addr netip.Prefix) (netlink.Link, error) {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.AddrAdd(l, prefixOf(addr.Addr(), addr.Bits())); err != nil {
+		return nil, fmt.Errorf("address %s on %s: %w", addr, name, err)
+	}
+	return linkUp(h, name)
+}
+
+// addRoute routes dst via gw out of link.
+func addRoute(h *netlink.Handle, link netlink.Link, dst netip.Prefix, gw netip.Addr) error {
+	r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(dst), Gw: gw.AsSlice()}
+	if err := h.RouteAdd(r); err != nil {
+		return fmt.Errorf("route %s via %s dev %s: %w", dst, gw, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// buildUnderlay creates the underlay namespace, one bridge per subnet, and the root
+// namespace's link into subnet A with its route to subnet B. The route goes with the link.
 func buildUnderlay(ipCmd string, s slotDir) error {
 	if err := addNetNS(ipCmd, s.underlayNetNS()); err != nil {
 		return err
@@ -78,40 +145,38 @@ func buildUnderlay(ipCmd string, s slotDir) error {
 		return err
 	}
 	defer ul.close()
-	if err = ul.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: underlayBridge}}); err != nil {
-		return fmt.Errorf("add bridge %s: %w", underlayBridge, err)
-	}
-	br, err := linkUp(ul.Handle, underlayBridge)
-	if err != nil {
-		return err
+	for _, u := range s.subnets() {
+		if err = ul.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: u.bridge}}); err != nil {
+			return fmt.Errorf("add bridge %s: %w", u.bridge, err)
+		}
+		if _, err = linkUp(ul.Handle, u.bridge); err != nil {
+			return err
+		}
 	}
 	host, err := netlink.NewHandle()
 	if err != nil {
 		return err
 	}
 	defer host.Close()
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: s.hostLink()},
-		PeerName:      "host",
-		PeerNamespace: netlink.NsFd(int(ul.ns)),
+	a, b := s.subnets()[0], s.subnets()[1]
+	if err = addVeth(host, s.hostLink(), "host", ul.ns); err != nil {
+		return err
 	}
-	if err = host.LinkAdd(veth); err != nil {
-		return fmt.Errorf("add link %s: %w", s.hostLink(), err)
-	}
-	l, err := host.LinkByName(s.hostLink())
+	l, err := addressUp(host, s.hostLink(), netip.PrefixFrom(s.apiServerIP(), a.prefix.Bits()))
 	if err != nil {
 		return err
 	}
-	if err := host.AddrAdd(l, prefixOf(s.apiServerIP(), 24)); err != nil {
-		return fmt.Errorf("address %s: %w", s.hostLink(), err)
-	}
-	if _, err := linkUp(host, s.hostLink()); err != nil {
+	if err = attachToBridge(ul.Handle, "host", a.bridge); err != nil {
 		return err
 	}
-	return attachToBridge(ul.Handle, "host", br)
+	return addRoute(host, l, b.prefix, a.gateway())
 }
 
-func attachToBridge(h *netlink.Handle, name string, br netlink.Link) error {
+func attachToBridge(h *netlink.Handle, name, bridge string) error {
+	br, err := h.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("attach %s to %s: %w", name, bridge, err)
+	}
 	l, err := h.LinkByName(name)
 	if err == nil {
 		err = h.LinkSetMaster(l, br)
@@ -120,14 +185,19 @@ func attachToBridge(h *netlink.Handle, name string, br netlink.Link) error {
 		err = h.LinkSetUp(l)
 	}
 	if err != nil {
-		return fmt.Errorf("attach %s to %s: %w", name, br.Attrs().Name, err)
+		return fmt.Errorf("attach %s to %s: %w", name, bridge, err)
 	}
 	return nil
 }
 
-// buildNodeNetwork creates node n's network namespace, plugs its eth0 into the underlay
-// and routes the other nodes' pod CIDRs to them.
-func buildNodeNetwork(ipCmd string, s slotDir, n Node, all []Node) error {
+// buildNodeNetwork creates node n's network namespace, plugs its eth0 into its subnet and
+// routes the other subnet through the router; in ModeBridge it also routes the other
+// nodes' pod CIDRs.
+func buildNodeNetwork(ipCmd string, s slotDir, mode Mode, n Node, all []Node) error {
+	u, ok := s.subnetOf(n.UnderlayIP)
+	if !ok {
+		return fmt.Errorf("%s: underlay address %s is on no subnet of slot %d", n.Name, n.UnderlayIP, s.slot)
+	}
 	if err := addNetNS(ipCmd, n.NetNS); err != nil {
 		return err
 	}
@@ -141,43 +211,66 @@ func buildNodeNetwork(ipCmd string, s slotDir, n Node, all []Node) error {
 		return err
 	}
 	defer node.close()
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: n.Name},
-		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(int(node.ns)),
-	}
-	if err = ul.LinkAdd(veth); err != nil {
-		return fmt.Errorf("add link %s: %w", n.Name, err)
-	}
-	br, err := ul.LinkByName(underlayBridge)
-	if err != nil {
+	if err = addVeth(ul.Handle, n.Name, "eth0", node.ns); err != nil {
 		return err
 	}
-	if err = attachToBridge(ul.Handle, n.Name, br); err != nil {
+	if err = attachToBridge(ul.Handle, n.Name, u.bridge); err != nil {
 		return err
 	}
 	if _, err = linkUp(node.Handle, "lo"); err != nil {
 		return err
 	}
-	eth0, err := node.LinkByName("eth0")
+	eth0, err := addressUp(node.Handle, "eth0", netip.PrefixFrom(n.UnderlayIP, u.prefix.Bits()))
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", n.Name, err)
 	}
-	if err := node.AddrAdd(eth0, prefixOf(n.UnderlayIP, 24)); err != nil {
-		return fmt.Errorf("address eth0 of %s: %w", n.Name, err)
+	for _, other := range s.subnets() {
+		if other.prefix != u.prefix {
+			if err := addRoute(node.Handle, eth0, other.prefix, n.Gateway); err != nil {
+				return fmt.Errorf("%s: %w", n.Name, err)
+			}
+		}
 	}
-	if _, err := linkUp(node.Handle, "eth0"); err != nil {
-		return err
+	if mode.loomNetwork() {
+		return nil
 	}
 	for _, peer := range all {
 		if peer.Name == n.Name {
 			continue
 		}
-		dst := &net.IPNet{IP: peer.PodCIDR.Addr().AsSlice(), Mask: net.CIDRMask(peer.PodCIDR.Bits(), 32)}
-		r := &netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: dst, Gw: peer.UnderlayIP.AsSlice()}
-		if err := node.RouteAdd(r); err != nil {
-			return fmt.Errorf("route %s via %s in %s: %w", peer.PodCIDR, peer.UnderlayIP, n.Name, err)
+		gw := peer.UnderlayIP
+		if peer.Subnet != n.Subnet {
+			gw = n.Gateway
+		}
+		if err := addRoute(node.Handle, eth0, peer.PodCIDR, gw); err != nil {
+			return fmt.Errorf("%s: %w", n.Name, err)
 		}
 	}
 	return nil
+}
+
+// setSysctl writes a sysctl (a path under /proc/sys) of a named network namespace.
+// /proc/sys/net shows the network namespace of the thread that opens it, so a thread moves
+// into the namespace to write it; that thread is never unlocked, and Go ends a locked thread
+// when its goroutine returns, so no other goroutine runs in the namespace.
+func setSysctl(nsName, path, value string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		ns, err := netns.GetFromName(nsName)
+		if err != nil {
+			errc <- fmt.Errorf("open netns %s: %w", nsName, err)
+			return
+		}
+		defer ns.Close()
+		if err = netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", nsName, err)
+			return
+		}
+		if err = os.WriteFile(path, []byte(value), 0o644); err != nil {
+			err = fmt.Errorf("set %s in netns %s: %w", path, nsName, err)
+		}
+		errc <- err
+	}()
+	return <-errc
 }

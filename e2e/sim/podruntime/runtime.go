@@ -29,8 +29,9 @@ import (
 type Config struct {
 	NodeName string
 	NodeIP   netip.Addr
-	PodCIDR  netip.Prefix
-	Client   kubernetes.Interface
+	// PodCIDR is the Node's spec.podCIDR; the zero Prefix leaves it unset.
+	PodCIDR netip.Prefix
+	Client  kubernetes.Interface
 	// CNIConfDir, CNIBinDirs and CNICacheDir are containerd's defaults on a real node:
 	// /etc/cni/net.d, /opt/cni/bin, /var/lib/cni.
 	CNIConfDir  string
@@ -42,8 +43,10 @@ type Config struct {
 	StateDir string
 	// GCInterval is how often CNI GC runs; it also runs once at start.
 	GCInterval time.Duration
-	// Schedule makes this runtime also bind unscheduled pods to Ready nodes in turn.
-	Schedule bool
+	// Schedule, if set, is asked every second whether this runtime should also bind
+	// unscheduled pods to Ready nodes in turn; once it says yes, the runtime does so until it
+	// stops. One runtime of a cluster should, as one kube-scheduler leads.
+	Schedule func() bool
 	// Ready, if set, is called once the runtime has synced and queued its reconciliation.
 	Ready func()
 	Log   *slog.Logger
@@ -127,12 +130,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.watchNetwork(ctx) })
 	wg.Go(func() { r.gcLoop(ctx) })
-	if r.cfg.Schedule {
-		wg.Go(func() {
-			if err := runScheduler(ctx, r.cfg.Client, r.log); err != nil && ctx.Err() == nil {
-				r.log.Error("scheduler stopped", "err", err)
-			}
-		})
+	if r.cfg.Schedule != nil {
+		wg.Go(func() { r.schedule(ctx) })
 	}
 	for range 4 {
 		wg.Go(func() {
@@ -148,6 +147,22 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.queue.ShutDown()
 	wg.Wait()
 	return nil
+}
+
+// schedule runs the scheduler once Config.Schedule says this runtime should, until the
+// context ends.
+func (r *Runtime) schedule(ctx context.Context) {
+	for !r.cfg.Schedule() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	r.log.Info("scheduling unscheduled pods")
+	if err := runScheduler(ctx, r.cfg.Client, r.log); err != nil && ctx.Err() == nil {
+		r.log.Error("scheduler stopped", "err", err)
+	}
 }
 
 func (r *Runtime) enqueue(obj any) {

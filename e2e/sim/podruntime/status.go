@@ -100,14 +100,18 @@ func failedStatus(pod *corev1.Pod, message string, hostIP netip.Addr, now metav1
 	return st
 }
 
-// nodeObject is the Node the runtime registers.
+// nodeObject is the Node the runtime registers; it has a spec.podCIDR only if podCIDR is
+// valid.
 func nodeObject(name string, podCIDR netip.Prefix) *corev1.Node {
-	return &corev1.Node{
+	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
 			corev1.LabelHostname: name, corev1.LabelOSStable: "linux", corev1.LabelArchStable: runtime.GOARCH,
 		}},
-		Spec: corev1.NodeSpec{PodCIDR: podCIDR.String(), PodCIDRs: []string{podCIDR.String()}},
 	}
+	if podCIDR.IsValid() {
+		n.Spec = corev1.NodeSpec{PodCIDR: podCIDR.String(), PodCIDRs: []string{podCIDR.String()}}
+	}
+	return n
 }
 
 // nodeStatus is the Node's status: Ready while a CNI configuration exists, otherwise

@@ -73,4 +73,8 @@ func TestNodeStatus(t *testing.T) {
 	if n.Spec.PodCIDR != "10.244.1.0/24" || n.Labels[corev1.LabelHostname] != "node1" {
 		t.Errorf("node object %+v", n)
 	}
+	// Loom's IPAM, not spec.podCIDR, gives pods their addresses in Loom's own modes.
+	if n := nodeObject("node1", netip.Prefix{}); n.Spec.PodCIDR != "" || len(n.Spec.PodCIDRs) != 0 {
+		t.Errorf("node object without a pod CIDR: %+v", n.Spec)
+	}
 }

@@ -34,13 +34,20 @@ func Main(m *testing.M) int {
 
 // StandInLoomd writes a stand-in for loomd into a temporary directory and returns the
 // command: like loomd once ready, it publishes the default network (the node's
-// /etc/loom/net.d/loom-default.conflist) as /etc/cni/net.d/00-loom.conflist, then waits. It
-// serves no /readyz: set Options.LoomdWithoutHealth.
+// /etc/loom/net.d/loom-default.conflist, which the sim writes in sim.ModeBridge) as
+// /etc/cni/net.d/00-loom.conflist, then waits. In Loom's own modes there is no default
+// network to publish; it publishes a bridge without addresses instead, enough for the node
+// to be Ready (its pods run without an IP, so they never count as Running). It serves no
+// /readyz: set Options.LoomdWithoutHealth.
 func StandInLoomd(t testing.TB) []string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "loomd")
 	const script = `#!/bin/sh
-cp /etc/loom/net.d/loom-default.conflist /etc/cni/net.d/.00-loom.tmp
+if [ -e /etc/loom/net.d/loom-default.conflist ]; then
+	cp /etc/loom/net.d/loom-default.conflist /etc/cni/net.d/.00-loom.tmp
+else
+	echo '{"cniVersion":"1.1.0","name":"loom-stand-in","plugins":[{"type":"bridge","bridge":"cni0"}]}' >/etc/cni/net.d/.00-loom.tmp
+fi
 mv /etc/cni/net.d/.00-loom.tmp /etc/cni/net.d/00-loom.conflist
 exec sleep infinity
 `
@@ -96,20 +103,29 @@ func Start(t testing.TB, configure func(*sim.Options)) *sim.Cluster {
 	return c
 }
 
-// DumpLogs puts the end of every node's supervisor and loomd logs into the test log.
+// DumpLogs puts the end of every node's supervisor and loomd logs, and of loom-controller's
+// and BIRD's, into the test log.
 func DumpLogs(t testing.TB, c *sim.Cluster) {
 	t.Helper()
 	for _, n := range c.Nodes() {
 		for _, name := range []string{"supervisor.log", "loomd.log"} {
-			b, err := os.ReadFile(filepath.Join(n.Dir, name))
-			if err != nil {
-				continue
-			}
-			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			lines = lines[max(0, len(lines)-40):]
-			t.Logf("--- %s %s (last %d lines)\n%s", n.Name, name, len(lines), strings.Join(lines, "\n"))
+			dumpLog(t, n.Name+" "+name, filepath.Join(n.Dir, name))
 		}
 	}
+	for _, name := range []string{"controller.log", "bird.log"} {
+		dumpLog(t, name, filepath.Join(c.Dir(), name))
+	}
+}
+
+func dumpLog(t testing.TB, what, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	lines = lines[max(0, len(lines)-40):]
+	t.Logf("--- %s (last %d lines)\n%s", what, len(lines), strings.Join(lines, "\n"))
 }
 
 // logWriter sends Up's and Down's progress lines to the test log.
