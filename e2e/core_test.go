@@ -244,8 +244,8 @@ func testCNIVersions(t *testing.T, c *sim.Cluster) {
 			if err != nil {
 				t.Fatalf("ADD printed no %s result: %v: %s", v, err, out)
 			}
-			if res.Version() != v || !strings.Contains(out, "10.244.1.") {
-				t.Errorf("result %s: version %s, want %s with a default-network address", out, res.Version(), v)
+			if res.Version() != v || !strings.Contains(out, `"10.244.`) || !strings.Contains(out, `/32"`) {
+				t.Errorf("result %s: version %s, want %s with a primary network address (a /32 of 10.244.0.0/16)", out, res.Version(), v)
 			}
 			call.command = "DEL"
 			for i := 0; i < 2; i++ {
