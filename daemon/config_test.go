@@ -24,6 +24,7 @@ func TestParseConfigDefaultsAndValidates(t *testing.T) {
 		{"bad conf name", "nodeName: n1\ndefaultNetwork: d\ncniConfName: ../x.conflist\n", "cniConfName"},
 		{"bad level", "nodeName: n1\ndefaultNetwork: d\nlogLevel: loud\n", "logLevel"},
 		{"bad duration", "nodeName: n1\ndefaultNetwork: d\npodWait: soon\n", "invalid duration \"soon\""},
+		{"bad primary network", "nodeName: n1\nprimaryNetwork: {mode: gre, clusterCIDR: 10.0.0.0/8}\n", "primaryNetwork: mode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tc.yaml))
@@ -31,6 +32,20 @@ func TestParseConfigDefaultsAndValidates(t *testing.T) {
 				t.Fatalf("err = %v, want one mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestPrimaryNetworkIsTheDefault(t *testing.T) {
+	c, err := ParseConfig([]byte("nodeName: n1\nprimaryNetwork: {clusterCIDR: 10.244.0.0/16}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DefaultNetwork != BuiltinNetwork {
+		t.Errorf("defaultNetwork = %q, want the built-in %q when primaryNetwork is set", c.DefaultNetwork, BuiltinNetwork)
+	}
+	c, err = ParseConfig([]byte("nodeName: n1\ndefaultNetwork: flannel\nprimaryNetwork: {clusterCIDR: 10.244.0.0/16}\n"))
+	if err != nil || c.DefaultNetwork != "flannel" {
+		t.Errorf("an explicit defaultNetwork must win: %q, %v", c.DefaultNetwork, err)
 	}
 }
 

@@ -25,14 +25,16 @@ type IPAMAllocator interface {
 // network's.
 type IPAMService struct {
 	alloc IPAMAllocator
+	ready func() error
 	log   *slog.Logger
 }
 
 var _ cniserver.Handler = (*IPAMService)(nil)
 
-// NewIPAMService returns the IPAM plugin's service backed by the node's allocator.
-func NewIPAMService(alloc IPAMAllocator, log *slog.Logger) *IPAMService {
-	return &IPAMService{alloc: alloc, log: log}
+// NewIPAMService returns the IPAM plugin's service backed by the node's allocator. ready
+// reports whether the allocator has loaded the node's blocks; ADD and CHECK wait for it.
+func NewIPAMService(alloc IPAMAllocator, ready func() error, log *slog.Logger) *IPAMService {
+	return &IPAMService{alloc: alloc, ready: ready, log: log}
 }
 
 // ServeCNI serves one IPAM call.
@@ -55,7 +57,17 @@ func (s *IPAMService) serve(ctx context.Context, req *cniserver.Request) ([]byte
 			s.log.Warn("address not released yet; reconciliation will release it", "containerID", req.ContainerID, "ifname", req.Ifname, "error", err)
 		}
 		return nil, nil
-	case "GC", "STATUS":
+	case "GC":
+		return nil, nil
+	}
+	if err := s.ready(); err != nil {
+		code := uint(types.ErrTryAgainLater)
+		if req.Command == "STATUS" {
+			code = cniserver.ErrPluginNotAvailable
+		}
+		return nil, types.NewError(code, "loomd's IPAM is not ready", err.Error())
+	}
+	if req.Command == "STATUS" {
 		return nil, nil
 	}
 	conf, err := ipam.ParseIPAMConfig(req.Config)

@@ -50,36 +50,56 @@ func (f *fabricState) err() error {
 	return nil
 }
 
+// loadedErr says whether the node's blocks are loaded, which is all loom-ipam needs.
+func (f *fabricState) loadedErr() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.loaded {
+		return errors.New("this node's address blocks are not loaded yet")
+	}
+	return nil
+}
+
 func (f *fabricState) set(loaded bool, err error) {
 	f.mu.Lock()
 	f.loaded, f.lastErr = loaded, err
 	f.mu.Unlock()
 }
 
-// startFabric loads the node's address blocks and brings up the primary network, retrying
-// with back-off until it succeeds or ctx ends.
-func startFabric(ctx context.Context, alloc *ipam.Allocator, primary *fabric.Network, fab *fabricState, log *slog.Logger) {
+// startFabric loads the node's address blocks, retrying with back-off while the API server
+// does not answer, then brings up the primary network. A primary network that cannot start
+// is a fatal error: loomd exits with it, and its supervisor (the DaemonSet) restarts it.
+func startFabric(ctx context.Context, alloc *ipam.Allocator, primary *fabric.Network, fab *fabricState, log *slog.Logger) error {
 	delay := 500 * time.Millisecond
 	for {
 		err := alloc.Load(ctx)
-		if err != nil {
-			err = fmt.Errorf("load this node's address blocks: %w", err)
-		} else if primary != nil {
-			err = primary.Start(ctx)
-		}
 		if err == nil {
-			fab.set(true, nil)
-			return
+			break
 		}
+		err = fmt.Errorf("load this node's address blocks: %w", err)
 		fab.set(false, err)
-		log.Warn("primary network not up yet", "error", err, "retryIn", delay)
+		log.Warn("address blocks not loaded yet", "error", err, "retryIn", delay)
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 10*time.Second)
 	}
+	fab.set(true, nil)
+	if primary == nil {
+		return nil
+	}
+	fab.set(true, errors.New("starting the primary network"))
+	if err := primary.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		fab.set(true, err)
+		return fmt.Errorf("start the primary network: %w", err)
+	}
+	fab.set(true, nil)
+	return nil
 }
 
 // reconcileAddresses releases, every reconcileEvery, the addresses of this node's blocks that

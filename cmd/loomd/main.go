@@ -133,7 +133,6 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	go cluster.Run(ctx)
 	go annotator.Run(ctx, annotateWorkers)
 	fab := &fabricState{}
-	go startFabric(ctx, alloc, primary, fab, log)
 	go reconcileAddresses(ctx, alloc, orch, fab, log)
 
 	listener, err := cniserver.Listen(cfg.Socket)
@@ -142,10 +141,15 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	}
 	cniSrv := cniserver.NewServer(cniserver.Mux{
 		"":                   svc,
-		cniserver.PluginIPAM: daemon.NewIPAMService(alloc, log),
+		cniserver.PluginIPAM: daemon.NewIPAMService(alloc, fab.loadedErr, log),
 	})
 	healthSrv := &http.Server{Addr: cfg.HealthAddress, Handler: health(svc), ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	go func() {
+		if err := startFabric(ctx, alloc, primary, fab, log); err != nil {
+			errc <- err
+		}
+	}()
 	go func() { errc <- cniSrv.Serve(listener) }()
 	go func() { errc <- serve("health server", healthSrv.ListenAndServe()) }()
 	go becomeReady(ctx, cfg, func() error { return readiness(cluster, resolver, fab) }, svc, log)
