@@ -68,7 +68,9 @@ func TestPlumbing(t *testing.T) {
 	if err != nil {
 		t.Errorf("Check of a healthy interface: %v", err)
 	}
-	err = node.Do(func(ns.NetNS) error { return Check(netnstest.Path(podName), id, "eth0", netip.MustParseAddr("10.99.0.8")) })
+	err = node.Do(func(ns.NetNS) error {
+		return Check(netnstest.Path(podName), id, "eth0", netip.MustParseAddr("10.99.0.8"))
+	})
 	if err == nil {
 		t.Error("Check with another address passed")
 	}
