@@ -75,8 +75,8 @@ func TestIPAMService(t *testing.T) {
 			Address, Gateway string
 		} `json:"ips"`
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatal(err)
+	if jerr := json.Unmarshal(out, &res); jerr != nil {
+		t.Fatal(jerr)
 	}
 	if res.CNIVersion != "0.4.0" || len(res.IPs) != 1 || res.IPs[0].Address != "192.168.60.2/24" || res.IPs[0].Gateway != "192.168.60.1" {
 		t.Errorf("ADD result = %s, want 192.168.60.2/24 via 192.168.60.1 in CNI 0.4.0", out)
@@ -85,21 +85,21 @@ func TestIPAMService(t *testing.T) {
 	if o.Kind != ipam.OwnerPod || o.Namespace != "web" || o.Name != "app" || o.UID != "u1" {
 		t.Errorf("owner = %+v, want the pod of CNI_ARGS", o)
 	}
-	if _, err := svc.ServeCNI(ctx, ipamCall("CHECK", poolNet)); err != nil {
+	if _, err = svc.ServeCNI(ctx, ipamCall("CHECK", poolNet)); err != nil {
 		t.Errorf("CHECK of an allocated address: %v", err)
 	}
 	for range 2 {
-		if _, err := svc.ServeCNI(ctx, ipamCall("DEL", poolNet)); err != nil {
+		if _, err = svc.ServeCNI(ctx, ipamCall("DEL", poolNet)); err != nil {
 			t.Errorf("DEL: %v", err)
 		}
 	}
-	if _, err := svc.ServeCNI(ctx, ipamCall("CHECK", poolNet)); err == nil {
+	if _, err = svc.ServeCNI(ctx, ipamCall("CHECK", poolNet)); err == nil {
 		t.Error("CHECK after DEL passed")
 	}
 
 	// DEL succeeds when the release cannot happen now: the node's reconciliation retries.
 	alloc.failWith = errors.New("API server unreachable")
-	if _, err := svc.ServeCNI(ctx, ipamCall("DEL", poolNet)); err != nil {
+	if _, err = svc.ServeCNI(ctx, ipamCall("DEL", poolNet)); err != nil {
 		t.Errorf("DEL with the API server down: %v", err)
 	}
 	_, err = svc.ServeCNI(ctx, ipamCall("ADD", poolNet))

@@ -102,7 +102,7 @@ func (f *fabricEnv) tcp(from, to string) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if err := server.Start(); err != nil {
+	if err = server.Start(); err != nil {
 		f.t.Fatal(err)
 	}
 	defer server.Wait()
@@ -490,12 +490,12 @@ func (f *fabricEnv) testControllerReleasesLeak(t *testing.T) {
 				ContainerID: "ghost", Ifname: "eth0"},
 			Since: metav1.NewTime(time.Now().Add(-time.Hour)),
 		})
-		u, err := target.ToUnstructured()
-		if err != nil {
-			return err
+		u, convErr := target.ToUnstructured()
+		if convErr != nil {
+			return convErr
 		}
-		_, err = dyn.Resource(ipam.GVR).Update(f.ctx, u, metav1.UpdateOptions{})
-		return err
+		_, updErr := dyn.Resource(ipam.GVR).Update(f.ctx, u, metav1.UpdateOptions{})
+		return updErr
 	})
 	if err != nil {
 		t.Fatalf("plant a leaked allocation: %v", err)

@@ -31,9 +31,9 @@ func TestPlumbing(t *testing.T) {
 	const id = "container-1"
 	var ifs Interfaces
 	err := node.Do(func(ns.NetNS) error {
-		var err error
-		ifs, err = Add(netnstest.Path(podName), id, "eth0", addr, 1400)
-		return err
+		var addErr error
+		ifs, addErr = Add(netnstest.Path(podName), id, "eth0", addr, 1400)
+		return addErr
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -48,8 +48,8 @@ func TestPlumbing(t *testing.T) {
 			Prefixlen int    `json:"prefixlen"`
 		} `json:"addr_info"`
 	}
-	if err := json.Unmarshal([]byte(netnstest.Run(t, podName, "ip", "-4", "-j", "addr", "show", "eth0")), &links); err != nil || len(links) != 1 {
-		t.Fatalf("pod eth0: %v", err)
+	if jerr := json.Unmarshal([]byte(netnstest.Run(t, podName, "ip", "-4", "-j", "addr", "show", "eth0")), &links); jerr != nil || len(links) != 1 {
+		t.Fatalf("pod eth0: %v", jerr)
 	}
 	if l := links[0]; l.MTU != 1400 || len(l.AddrInfo) != 1 || l.AddrInfo[0].Local != "10.99.0.7" || l.AddrInfo[0].Prefixlen != 32 {
 		t.Errorf("pod eth0 = %+v, want MTU 1400 and 10.99.0.7/32 only", l)
@@ -77,24 +77,24 @@ func TestPlumbing(t *testing.T) {
 
 	// A second interface of the same name fails and leaves nothing behind.
 	err = node.Do(func(ns.NetNS) error {
-		_, err := Add(netnstest.Path(podName), "container-2", "eth0", netip.MustParseAddr("10.99.0.9"), 1400)
-		return err
+		_, addErr := Add(netnstest.Path(podName), "container-2", "eth0", netip.MustParseAddr("10.99.0.9"), 1400)
+		return addErr
 	})
 	if err == nil {
 		t.Error("Add of a second eth0 succeeded")
 	}
 	err = node.Do(func(ns.NetNS) error {
-		if _, err := netlink.LinkByName(HostVethName("container-2", "eth0")); err == nil {
+		if _, lerr := netlink.LinkByName(HostVethName("container-2", "eth0")); lerr == nil {
 			t.Error("the failed Add left its host interface")
 		}
 		for range 2 {
-			if err := Del(id, "eth0"); err != nil {
-				return err
+			if derr := Del(id, "eth0"); derr != nil {
+				return derr
 			}
 		}
-		names, err := HostLinks()
-		if err != nil || len(names) != 0 {
-			t.Errorf("after DEL: host links %v, %v", names, err)
+		names, lerr := HostLinks()
+		if lerr != nil || len(names) != 0 {
+			t.Errorf("after DEL: host links %v, %v", names, lerr)
 		}
 		return nil
 	})
