@@ -301,6 +301,25 @@ func (f *fabricEnv) testBIRD(t *testing.T) {
 			}
 		}
 	}
+	// Besides the route reflector, node1 meshes with the other nodes, across the router too
+	// (a session that the loomd restarts above broke may take a few seconds to return).
+	deadline := time.Now().Add(30 * time.Second)
+	for _, peer := range []string{"node2", "node3"} {
+		n, _ := f.c.Node(peer)
+		for {
+			sessions, err := f.c.NodeExec(f.ctx, "node1", "ss", "-Htn", "state", "established", "( sport = :179 or dport = :179 )")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(sessions, " "+n.UnderlayIP.String()+":") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node1 has no BGP session with %s (%s):\n%s", peer, n.UnderlayIP, sessions)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
 	links, _ := f.c.NodeExec(f.ctx, "node1", "ip", "-o", "link", "show", "type", "vxlan")
 	if strings.TrimSpace(links) != "" {
 		t.Errorf("bgp mode created VXLAN links on node1: %s", links)

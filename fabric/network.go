@@ -233,6 +233,9 @@ func (n *Network) startBGP(ctx context.Context) error {
 	n.routes = newBlockRoutes(bgp.NewKernelRoutes(h, n.log), n.s.ClusterCIDR)
 	n.speaker, err = bgp.New(bgp.Config{
 		ASN: n.s.ASN, RouterID: n.nodeIP, ListenPort: n.s.ListenPort, Peers: peers,
+		// Peers are nodes and routers of the same data centre: retry a lost session within
+		// seconds, not GoBGP's default half minute.
+		ConnectRetry: 5 * time.Second,
 	}, n.routes, n.log)
 	if err != nil {
 		return err

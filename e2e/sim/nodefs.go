@@ -183,8 +183,8 @@ func linkPlugins(o Options) error {
 
 // loomdConfig is loomd's configuration file: the sim's fields, overridden by
 // Options.LoomdConfig. In ModeBridge loomd delegates the default network to loom-default;
-// in Loom's own modes it runs the primary network, in ModeBGP peering with the router, the
-// route reflector, instead of every other node.
+// in Loom's own modes it runs the primary network, in ModeBGP peering with every other node
+// (the mesh) and with the router, the route reflector.
 func loomdConfig(st state, l layout, n Node) ([]byte, error) {
 	cfg := map[string]any{
 		"nodeName":   n.Name,
@@ -194,9 +194,8 @@ func loomdConfig(st state, l layout, n Node) ([]byte, error) {
 		primary := map[string]any{"mode": string(mode), "clusterCIDR": clusterCIDR}
 		if mode == ModeBGP {
 			primary["bgp"] = map[string]any{
-				"asn":            routerASN,
-				"nodeToNodeMesh": false,
-				"peers":          []any{map[string]any{"address": n.Gateway.String(), "asn": routerASN}},
+				"asn":   routerASN,
+				"peers": []any{map[string]any{"address": n.Gateway.String(), "asn": routerASN}},
 			}
 		}
 		cfg["primaryNetwork"] = primary

@@ -124,7 +124,7 @@ func TestNodeConfigFiles(t *testing.T) {
 		{ModeVXLANCrossSubnet, 3, `{"kubeconfig":"/srv/sim/kubeconfig","logLevel":"debug","namespaceIsolation":true,"nodeName":"node3",` +
 			`"primaryNetwork":{"clusterCIDR":"10.244.0.0/16","mode":"vxlan-crosssubnet"}}`},
 		{ModeBGP, 3, `{"kubeconfig":"/srv/sim/kubeconfig","logLevel":"debug","namespaceIsolation":true,"nodeName":"node3",` +
-			`"primaryNetwork":{"bgp":{"asn":64512,"nodeToNodeMesh":false,"peers":[{"address":"198.19.1.254","asn":64512}]},"clusterCIDR":"10.244.0.0/16","mode":"bgp"}}`},
+			`"primaryNetwork":{"bgp":{"asn":64512,"peers":[{"address":"198.19.1.254","asn":64512}]},"clusterCIDR":"10.244.0.0/16","mode":"bgp"}}`},
 	} {
 		n := newNode(layout{"/srv/sim"}, slotDir{"/run/loom-sim", 1}, tc.mode, tc.node, 3)
 		b, err := loomdConfig(state{Options: Options{Mode: tc.mode, LoomdConfig: extra}}, layout{"/srv/sim"}, n)
