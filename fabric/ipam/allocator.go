@@ -13,7 +13,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const (
@@ -21,8 +20,8 @@ const (
 	// Only the owning node adds allocations and loom-controller only removes them, so more
 	// than a couple of conflicts in a row means something is wrong.
 	maxWriteAttempts = 8
-	// maxClaims bounds how many blocks one Allocate claims when claimed blocks keep being
-	// deleted or filled before it can use them.
+	// maxClaims bounds how many blocks one batch of allocations claims in a row when claimed
+	// blocks keep being deleted or filled before it can use them.
 	maxClaims = 4
 )
 
@@ -36,9 +35,10 @@ var (
 
 // Allocator hands out the addresses of one node. It owns the node's blocks: it alone adds
 // allocations to them, claims new ones when they are full, and keeps the last version of
-// each it read or wrote. It is safe for concurrent use. Writes to one block are serialised,
-// and Allocate calls for one pool are serialised, so concurrent ADDs never claim two blocks
-// where one would do.
+// each it read or wrote. It is safe for concurrent use. Writes to one block are serialised.
+// Allocate, Release and ReleaseNode calls are made in batches, one batch of a pool at a time
+// (batch.go): calls that come together share writes, and concurrent ADDs never claim two
+// blocks where one would do.
 type Allocator struct {
 	store Store
 	node  string
@@ -46,8 +46,8 @@ type Allocator struct {
 	now   func() time.Time
 
 	mu     sync.Mutex
-	blocks map[string]*block      // the node's blocks by name, guarded by mu
-	pools  map[string]*sync.Mutex // per pool, serialises Allocate; guarded by mu
+	blocks map[string]*block // the node's blocks by name, guarded by mu
+	queues map[string]*queue // per pool, the requests waiting for a batch; guarded by mu
 }
 
 // block is one of the node's blocks. mu serialises writes to it; mu is never acquired
@@ -80,7 +80,7 @@ func NewAllocator(store Store, node string, log *slog.Logger, now func() time.Ti
 		log:    log.With("node", node),
 		now:    now,
 		blocks: map[string]*block{},
-		pools:  map[string]*sync.Mutex{},
+		queues: map[string]*queue{},
 	}
 }
 
@@ -112,6 +112,10 @@ func (a *Allocator) Load(ctx context.Context) error {
 // has an address of the pool gets that address again. It takes the lowest free address of
 // the node's blocks of the pool, and claims a new block when they are full; when no block
 // is free either, its error wraps ErrPoolExhausted.
+//
+// Concurrent calls share writes (batch.go). When ctx ends before the address is known,
+// Allocate returns ctx's error, but the address may have been allocated all the same; it is
+// not released, so that a retry for the same owner gets it again.
 func (a *Allocator) Allocate(ctx context.Context, pool Pool, owner Owner) (netip.Addr, netip.Prefix, error) {
 	pool = pool.WithDefaults()
 	if err := pool.Validate(); err != nil {
@@ -120,40 +124,24 @@ func (a *Allocator) Allocate(ctx context.Context, pool Pool, owner Owner) (netip
 	if err := owner.validate(); err != nil {
 		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("allocate from pool %q: %w", pool.Name, err)
 	}
-	lock := a.poolLock(pool.Name)
-	lock.Lock()
-	defer lock.Unlock()
-
-	if addr, prefix, ok := a.existing(pool, owner); ok {
-		return addr, prefix, nil
+	r := newRequest(ctx, owner, false)
+	r.pool = pool
+	a.submit(pool.Name, r)
+	if err := r.wait(ctx); err != nil {
+		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("allocate from pool %q: %w", pool.Name, err)
 	}
-	for claims := 0; ; claims++ {
-		for _, b := range a.snapshot(func(b *block) bool { return inPool(pool, b) }) {
-			addr, ok, err := a.allocateIn(ctx, b, pool, owner)
-			if err != nil {
-				return netip.Addr{}, netip.Prefix{}, fmt.Errorf("allocate from pool %q: %w", pool.Name, err)
-			}
-			if ok {
-				return addr, b.prefix, nil
-			}
-		}
-		if claims == maxClaims {
-			return netip.Addr{}, netip.Prefix{}, fmt.Errorf(
-				"allocate from pool %q: %d claimed blocks were deleted or filled before this node could use them", pool.Name, claims)
-		}
-		if err := a.claim(ctx, pool); err != nil {
-			return netip.Addr{}, netip.Prefix{}, err
-		}
+	if err := errors.Join(r.errs...); err != nil {
+		return netip.Addr{}, netip.Prefix{}, err
 	}
+	return r.addr, r.prefix, nil
 }
 
 // Release releases every address of a pod interface in the node's blocks, of any pool. An
 // interface that holds no address is not an error; a failure in one block does not keep
 // the others from being released.
 func (a *Allocator) Release(ctx context.Context, containerID, ifname string) error {
-	released, err := a.removeAll(ctx, a.snapshot(nil), func(al Allocation) bool {
-		return al.Owner.Kind == OwnerPod && al.Owner.ContainerID == containerID && al.Owner.Ifname == ifname
-	})
+	owner := Owner{Kind: OwnerPod, ContainerID: containerID, Ifname: ifname}
+	released, err := a.release(ctx, a.poolNames(), owner)
 	for _, al := range released {
 		a.log.Debug("released address", append(al.Owner.logAttrs(), "ip", al.IP)...)
 	}
@@ -166,14 +154,31 @@ func (a *Allocator) Release(ctx context.Context, containerID, ifname string) err
 // ReleaseNode releases the node's own address named name in pool. A name that holds no
 // address is not an error.
 func (a *Allocator) ReleaseNode(ctx context.Context, pool, name string) error {
-	blocks := a.snapshot(func(b *block) bool { return b.pool == pool })
-	_, err := a.removeAll(ctx, blocks, func(al Allocation) bool {
-		return al.Owner.Kind == OwnerNode && al.Owner.Name == name
-	})
-	if err != nil {
+	if _, err := a.release(ctx, []string{pool}, Owner{Kind: OwnerNode, Name: name}); err != nil {
 		return fmt.Errorf("release node address %s of pool %q: %w", name, pool, err)
 	}
 	return nil
+}
+
+// release releases the addresses owner's key holds in each of pools, with one request per
+// pool, and returns the allocations it removed. A failure in one pool does not keep the
+// others from being released.
+func (a *Allocator) release(ctx context.Context, pools []string, owner Owner) ([]Allocation, error) {
+	reqs := make([]*request, len(pools))
+	for i, pool := range pools {
+		reqs[i] = newRequest(ctx, owner, true)
+		a.submit(pool, reqs[i])
+	}
+	var released []Allocation
+	var errs []error
+	for _, r := range reqs {
+		if err := r.wait(ctx); err != nil {
+			return released, err
+		}
+		released = append(released, r.released...)
+		errs = append(errs, r.errs...)
+	}
+	return released, errors.Join(errs...)
 }
 
 // Reconcile releases the addresses of pod interfaces whose container live reports as gone
@@ -254,53 +259,6 @@ func (a *Allocator) Usage() []PoolUsage {
 	}
 	slices.SortFunc(out, func(x, y PoolUsage) int { return cmp.Compare(x.Pool, y.Pool) })
 	return out
-}
-
-// existing finds the address owner already holds in pool.
-func (a *Allocator) existing(pool Pool, owner Owner) (netip.Addr, netip.Prefix, bool) {
-	for _, b := range a.snapshot(func(b *block) bool { return b.pool == pool.Name }) {
-		b.mu.Lock()
-		addr, ok := findOwner(b.obj, owner)
-		b.mu.Unlock()
-		if ok {
-			return addr, b.prefix, true
-		}
-	}
-	return netip.Addr{}, netip.Prefix{}, false
-}
-
-// allocateIn allocates the lowest free address of b to owner. It returns false, and no
-// error, when b is full or gone.
-func (a *Allocator) allocateIn(ctx context.Context, b *block, pool Pool, owner Owner) (netip.Addr, bool, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for attempt := 1; ; attempt++ {
-		if b.gone {
-			return netip.Addr{}, false, nil
-		}
-		// After a conflict the fresh version may hold this owner's address already: an
-		// earlier write of it whose response was lost.
-		if addr, ok := findOwner(b.obj, owner); ok {
-			return addr, true, nil
-		}
-		addr, ok := freeAddr(pool, b)
-		if !ok {
-			return netip.Addr{}, false, nil
-		}
-		next := b.obj.DeepCopy()
-		al := Allocation{IP: addr.String(), Owner: owner, Since: metav1.NewTime(a.now())}
-		next.Spec.Allocations = append(next.Spec.Allocations, al)
-		sortAllocations(next.Spec.Allocations)
-		switch err := a.update(ctx, b, *next, attempt); {
-		case err == nil:
-			a.log.Debug("allocated address", append(owner.logAttrs(), "pool", pool.Name, "ip", addr.String())...)
-			return addr, true, nil
-		case errors.Is(err, errGone):
-			return netip.Addr{}, false, nil
-		case !errors.Is(err, errStale):
-			return netip.Addr{}, false, err
-		}
-	}
 }
 
 // removeAll removes the allocations drop selects from each of blocks and returns them. It
@@ -447,33 +405,20 @@ func (a *Allocator) snapshot(keep func(*block) bool) []*block {
 	return out
 }
 
-func (a *Allocator) poolLock(pool string) *sync.Mutex {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	l := a.pools[pool]
-	if l == nil {
-		l = &sync.Mutex{}
-		a.pools[pool] = l
+// poolNames returns the names of the pools the node holds blocks of, in ascending order.
+func (a *Allocator) poolNames() []string {
+	var out []string
+	for _, b := range a.snapshot(nil) {
+		out = append(out, b.pool)
 	}
-	return l
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // inPool reports whether b is a block of pool as it is defined now: one whose pool
 // definition changed to another CIDR keeps its allocations but gets no new ones.
 func inPool(pool Pool, b *block) bool {
 	return b.pool == pool.Name && b.prefix.Bits() >= pool.CIDR.Bits() && pool.CIDR.Contains(b.prefix.Addr())
-}
-
-// findOwner returns the address owner holds in obj.
-func findOwner(obj IPBlock, owner Owner) (netip.Addr, bool) {
-	for _, al := range obj.Spec.Allocations {
-		if al.Owner.sameKey(owner) {
-			if addr, err := netip.ParseAddr(al.IP); err == nil {
-				return addr, true
-			}
-		}
-	}
-	return netip.Addr{}, false
 }
 
 // freeAddr returns the lowest address of b that pool allows and no allocation holds.

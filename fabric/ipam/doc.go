@@ -16,7 +16,7 @@
 //
 // Ownership instead of a lock. Only the node that owns a block adds allocations to it, so
 // the ADD path takes no cluster-wide lock: an Allocate is an in-memory search and one Update
-// of the node's own block. Every write is optimistic. Claiming a block is a Create of its
+// of the node's own block, shared with the calls that come with it. Every write is optimistic. Claiming a block is a Create of its
 // deterministic name, so of two nodes that pick the same block one gets AlreadyExists and
 // tries the next; nodes start their search at an offset hashed from their name, so nodes
 // that start together rarely pick the same block. Pools that share addresses (tenant pools
@@ -26,6 +26,14 @@
 // other writer of a block is loom-controller removing allocations of pods that are gone, and
 // a conflict with it costs the node one re-read. A node never allocates in another node's
 // block, even when its own are full and the pool is otherwise exhausted.
+//
+// Group commit. Each change to a block rewrites the whole IPBlock, one API round trip, and
+// changes to one block cannot overlap. So that pods starting or stopping together on a node do
+// not wait for one round trip each, a node batches its changes per pool: while a batch is being
+// written, further Allocate and Release calls wait, and the next batch makes all of them with
+// one Update per block it touches. Each call still gets its own result; a batch's Update that
+// conflicts is recomputed as a whole on the re-read block, and one that fails fails the calls
+// it carried. batch.go says how batches are cut and what a caller that gives up leaves behind.
 //
 // Recovery. An Allocator keeps its node's blocks in memory, but the IPBlocks are the truth:
 // after a restart Load reads them back, and Allocate for a container interface that already

@@ -79,13 +79,20 @@ func (o Owner) validate() error {
 // sameKey reports whether o and other would be given the same address in one pool: the same
 // container interface for pods, the same name for the node.
 func (o Owner) sameKey(other Owner) bool {
-	if o.Kind != other.Kind {
-		return false
-	}
+	return o.key() == other.key()
+}
+
+// ownerKey is what an allocation is keyed by in a pool; see sameKey.
+type ownerKey struct {
+	kind                      OwnerKind
+	containerID, ifname, name string
+}
+
+func (o Owner) key() ownerKey {
 	if o.Kind == OwnerPod {
-		return o.ContainerID == other.ContainerID && o.Ifname == other.Ifname
+		return ownerKey{kind: o.Kind, containerID: o.ContainerID, ifname: o.Ifname}
 	}
-	return o.Name == other.Name
+	return ownerKey{kind: o.Kind, name: o.Name}
 }
 
 // logAttrs returns the attributes that name the owner in a log message.
