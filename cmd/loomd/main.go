@@ -106,9 +106,9 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	}
 	var primary *fabric.Network
 	if cfg.PrimaryNetwork != nil {
-		settings, err := cfg.PrimaryNetwork.Validate()
-		if err != nil {
-			return err
+		settings, verr := cfg.PrimaryNetwork.Validate()
+		if verr != nil {
+			return verr
 		}
 		primary = fabric.NewNetwork(settings, cfg.NodeName, kube, dyn, alloc, log)
 		kinds[fabric.Kind] = primary.Attachment()
@@ -146,8 +146,8 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	healthSrv := &http.Server{Addr: cfg.HealthAddress, Handler: health(svc), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 3)
 	go func() {
-		if err := startFabric(ctx, alloc, primary, fab, log); err != nil {
-			errc <- err
+		if ferr := startFabric(ctx, alloc, primary, fab, log); ferr != nil {
+			errc <- ferr
 		}
 	}()
 	go func() { errc <- cniSrv.Serve(listener) }()

@@ -140,6 +140,14 @@ func buildUnderlay(ipCmd string, s slotDir) error {
 	if err := addNetNS(ipCmd, s.underlayNetNS()); err != nil {
 		return err
 	}
+	// A switch does not run the host's firewall: with br_netfilter loaded, every bridged
+	// frame would otherwise go through the (empty) iptables hooks of the underlay namespace.
+	out, err := exec.Command(ipCmd, "netns", "exec", s.underlayNetNS(), "sysctl", "-q", "-e",
+		"net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0",
+		"net.bridge.bridge-nf-call-arptables=0").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("turn off bridge netfilter in %s: %s: %w", s.underlayNetNS(), strings.TrimSpace(string(out)), err)
+	}
 	ul, err := openNetNS(s.underlayNetNS())
 	if err != nil {
 		return err
