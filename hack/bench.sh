@@ -2,23 +2,68 @@
 # make bench: Loom's benchmarks. Every figure is measured in this run against a baseline
 # measured in this same run; the output ends with one line per target:
 #   BENCH <name> <measured> <unit> target <op> <value> PASS|FAIL
+# and the script fails if any target does.
+#
+#   1. Go micro-benchmarks (ledger, network resolution): figures only.
+#   2. CNI overhead (e2e/cnibench): loom against the bare delegates of the default network,
+#      on a one-node cluster whose default network is the reference bridge plugin.
+#   3. The primary network (e2e/fabricbench), one three-node cluster per mode, up, measured,
+#      down: pod-to-pod throughput and latency against a veth pair made for the purpose, and
+#      how fast node1's loomd routes the blocks of 1,000 simulated nodes.
+#
+# BENCH_KEEP=1 leaves the clusters running (and the working directory in place).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/bin
 kubectl=${LOOM_KUBECTL:?LOOM_KUBECTL names kubectl (the Makefile sets it)}
-dir=$(mktemp -d /tmp/loom-bench.XXXXXX)
-results=$(mktemp)
-trap '[ -n "${BENCH_KEEP:-}" ] || "$bin/loomctl" sim down --dir "$dir" >/dev/null 2>&1 || true; rm -f "$results"' EXIT
-export KUBECONFIG=$dir/kubeconfig
+work=$(mktemp -d /tmp/loom-bench.XXXXXX)
+results=$work/results
+# The datapath baseline's network namespaces carry this prefix, so that the exit trap
+# removes them even if fabricbench is killed before it can.
+netns_prefix=loomb-$$-
+clusters=()
+
+cleanup() {
+  local rc=$?
+  if [ -z "${BENCH_KEEP:-}" ]; then
+    for d in "${clusters[@]}"; do
+      "$bin/loomctl" sim down --dir "$d" >/dev/null 2>&1 || true
+    done
+  fi
+  ip netns list 2>/dev/null | awk -v p="$netns_prefix" 'index($1, p) == 1 {print $1}' |
+    while read -r ns; do ip netns del "$ns" || true; done
+  if [ "$rc" -eq 0 ] && [ -z "${BENCH_KEEP:-}" ]; then
+    rm -rf "$work"
+  else
+    echo "logs and cluster directories: $work" >&2
+  fi
+}
+trap cleanup EXIT
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# up DIR MODE NODES starts a cluster; down DIR stops it unless BENCH_KEEP is set. What they
+# say goes to DIR.log.
+up() {
+  clusters+=("$1")
+  if ! "$bin/loomctl" sim up --dir "$1" --mode "$2" --nodes "$3" >"$1.log" 2>&1; then
+    cat "$1.log" >&2
+    return 1
+  fi
+  grep -o 'cluster ready.*' "$1.log" >&2
+  export KUBECONFIG=$1/kubeconfig
+}
+down() {
+  [ -n "${BENCH_KEEP:-}" ] || "$bin/loomctl" sim down --dir "$1" >>"$1.log" 2>&1
+}
 
 say "Go micro-benchmarks (ledger, network resolution)"
 (cd "$root" && go test -run '^$' -bench . -benchmem ./delegate/ ./delegate/npwg/) | grep -E '^(Benchmark|ok)'
 
 say "CNI overhead: a pod with the default network + 2 macvlan attachments, loom vs the bare delegates"
-"$bin/loomctl" sim up --dir "$dir" --nodes 1 2>&1 | tail -1 >&2
+start=$SECONDS
+up "$work/bridge" bridge 1
 "$kubectl" create namespace bench >/dev/null
 for i in 1 2; do
   cat <<YAML
@@ -43,9 +88,35 @@ spec: {nodeName: node1, containers: [{name: app, image: registry.k8s.io/pause:3.
 YAML
 done | "$kubectl" apply -f - >/dev/null
 pods=$("$kubectl" get pods -n bench -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}/{.metadata.uid},{end}')
-"$bin/loomctl" sim node-exec --dir "$dir" node1 -- "$bin/cnibench" -pods "$pods" -n "${BENCH_ITERATIONS:-40}" >"$results"
-grep -v '^BENCH ' "$results"
+"$bin/loomctl" sim node-exec --dir "$work/bridge" node1 -- "$bin/cnibench" -pods "$pods" -n "${BENCH_ITERATIONS:-40}" | tee -a "$results"
+down "$work/bridge"
+echo "($((SECONDS - start)) s)" >&2
 
-say "Verdicts"
+# The primary network in each of Loom's modes: the paths from a pod on node1 to a pod on
+# node1 (same node), node2 (same underlay subnet) and, in vxlan-crosssubnet, node3 (the other
+# subnet, behind the router). -reference also measures the underlay itself between the nodes
+# named, to tell the simulation's share of a cross-node path from Loom's.
+datapath_start=$SECONDS
+routes_time=0
+for mode in vxlan bgp vxlan-crosssubnet; do
+  case $mode in
+    vxlan) to=node1,node2 reference=node2 ;;
+    bgp) to=node2 reference= ;;
+    vxlan-crosssubnet) to=node2,node3 reference=node3 ;;
+  esac
+  say "Primary network, mode $mode: datapath from node1 to $to"
+  up "$work/$mode" "$mode" 3
+  "$bin/fabricbench" datapath -dir "$work/$mode" -to "$to" -reference "$reference" -prefix "$netns_prefix" | tee -a "$results"
+  if [ "$mode" != vxlan-crosssubnet ]; then
+    say "Primary network, mode $mode: node1's loomd and 1,000 simulated nodes"
+    routes_start=$SECONDS
+    "$bin/fabricbench" routes -dir "$work/$mode" -nodes 1000 | tee -a "$results"
+    routes_time=$((routes_time + SECONDS - routes_start))
+  fi
+  down "$work/$mode"
+done
+echo "(datapath $((SECONDS - datapath_start - routes_time)) s, control plane $routes_time s)" >&2
+
+say "Verdicts (total $SECONDS s)"
 grep '^BENCH ' "$results"
 ! grep -q '^BENCH .* FAIL$' "$results"
