@@ -120,8 +120,28 @@ func (f *fabricEnv) tcp(from, to string) {
 	}
 }
 
+// waitRoute waits until from reaches to: a block a node has just claimed reaches the other
+// nodes a moment later (an informer event, or a BGP update through the route reflector).
+func (f *fabricEnv) waitRoute(from, to string) {
+	f.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := f.c.PodExec(f.ctx, f.ns, from, "ping", "-c", "1", "-W", "1", f.ip(to))
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("%s does not reach %s (%s) within 15 s: %v: %s", from, to, f.ip(to), err, out)
+		}
+	}
+}
+
 func (f *fabricEnv) testConnectivity(t *testing.T) {
-	for _, pair := range [][2]string{{"a1", "a2"}, {"a1", "b"}, {"a1", "c"}, {"c", "b"}, {"b", "a2"}} {
+	pairs := [][2]string{{"a1", "a2"}, {"a1", "b"}, {"a1", "c"}, {"c", "b"}, {"b", "a2"}}
+	for _, pair := range pairs {
+		f.waitRoute(pair[0], pair[1])
+	}
+	for _, pair := range pairs {
 		f.ping(pair[0], f.ip(pair[1]))
 		f.tcp(pair[0], pair[1])
 	}
