@@ -358,7 +358,43 @@ func (n *Network) sync(ctx context.Context) error {
 	if n.s.Mode == ModeBGP {
 		return n.syncBGP(ctx, v)
 	}
-	return n.vx.Sync(n.vxlanPeers(v))
+	peerErrs, err := splitPeerErrors(n.vx.Sync(n.vxlanPeers(v)))
+	for _, pe := range peerErrs {
+		n.log.Warn("remote node left out of the VXLAN dataplane", "error", pe)
+	}
+	return err
+}
+
+// splitPeerErrors separates, in an error of vxlan's Sync, the problems of single remote
+// nodes (what they publish is unusable: logged, since one such node must not stop this one)
+// from failures to program the kernel (retried).
+func splitPeerErrors(err error) (peers []error, rest error) {
+	var others []error
+	var walk func(error)
+	walk = func(e error) {
+		if multi, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range multi.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		if inner := errors.Unwrap(e); inner != nil {
+			if _, ok := inner.(interface{ Unwrap() []error }); ok {
+				walk(inner)
+				return
+			}
+		}
+		var pe *vxlan.PeerError
+		if errors.As(e, &pe) {
+			peers = append(peers, e)
+		} else {
+			others = append(others, e)
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return peers, errors.Join(others...)
 }
 
 func (n *Network) vxlanPeers(v view) []vxlan.Peer {
