@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 
@@ -244,6 +245,24 @@ func (f *fabricEnv) testDataplane(t *testing.T) {
 	node2, _ := f.c.Node("node2")
 	if hasNode2 := strings.Contains(fdb, "dst "+node2.UnderlayIP.String()); hasNode2 == (f.mode == sim.ModeVXLANCrossSubnet) {
 		t.Errorf("node1's FDB has node2's VTEP = %v in %s mode:\n%s", hasNode2, f.mode, fdb)
+	}
+
+	// Someone removes node2's VTEP MAC from its Node: node2's loomd publishes it again.
+	nodes := f.c.Client().CoreV1().Nodes()
+	patch := []byte(`{"metadata":{"annotations":{"loom.dev/vtep-mac":null}}}`)
+	if _, err := nodes.Patch(f.ctx, "node2", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := nodes.Get(f.ctx, "node2", metav1.GetOptions{})
+		if err == nil && n.Annotations["loom.dev/vtep-mac"] != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node2's loomd did not publish its VTEP MAC again")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

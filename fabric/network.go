@@ -59,6 +59,8 @@ type Network struct {
 	speaker  *bgp.Speaker
 	routes   *blockRoutes
 
+	published map[string]string // what this node publishes on its Node
+
 	nodes  cache.SharedIndexInformer
 	blocks cache.SharedIndexInformer
 	dirty  chan struct{}
@@ -255,8 +257,12 @@ func (n *Network) startBGP(ctx context.Context) error {
 	return n.publish(ctx, map[string]string{AnnotationUnderlayIP: n.nodeIP.String()})
 }
 
-// publish merges annotations into this node's Node object.
+// publish merges annotations into this node's Node object; sync publishes them again if
+// someone removes or changes them.
 func (n *Network) publish(ctx context.Context, annotations map[string]string) error {
+	n.mu.Lock()
+	n.published = annotations
+	n.mu.Unlock()
 	patch := map[string]any{"metadata": map[string]any{"annotations": annotations}}
 	b, err := json.Marshal(patch)
 	if err != nil {
@@ -355,6 +361,9 @@ func (n *Network) snapshot() view {
 
 func (n *Network) sync(ctx context.Context) error {
 	v := n.snapshot()
+	if err := n.republish(ctx, v); err != nil {
+		return err
+	}
 	if n.s.Mode == ModeBGP {
 		return n.syncBGP(ctx, v)
 	}
@@ -363,6 +372,24 @@ func (n *Network) sync(ctx context.Context) error {
 		n.log.Warn("remote node left out of the VXLAN dataplane", "error", pe)
 	}
 	return err
+}
+
+// republish restores this node's annotations when its Node object lost or changed them.
+func (n *Network) republish(ctx context.Context, v view) error {
+	n.mu.Lock()
+	want := n.published
+	n.mu.Unlock()
+	node, ok := v.nodes[n.node]
+	if !ok {
+		return nil
+	}
+	for k, val := range want {
+		if node.Annotations[k] != val {
+			n.log.Info("publishing this node's dataplane annotations again", "annotation", k)
+			return n.publish(ctx, want)
+		}
+	}
+	return nil
 }
 
 // splitPeerErrors separates, in an error of vxlan's Sync, the problems of single remote
