@@ -279,6 +279,13 @@ func (f *fabricEnv) pingDuring(from, to string, disrupt func()) (lost, sent int)
 	if err := cmd.Start(); err != nil {
 		f.t.Fatal(err)
 	}
+	// A disruption that fails the test must not leave the ping running in the pod.
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
 	time.Sleep(time.Second)
 	disrupt()
 	time.Sleep(2 * time.Second)

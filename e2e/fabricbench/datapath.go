@@ -161,14 +161,7 @@ func runDatapath(ctx context.Context, o datapathOptions) error {
 	if err != nil {
 		return err
 	}
-	restore := func() {}
-	if cpu, convErr := strconv.Atoi(o.cpu); convErr == nil {
-		restore = isolateCPU(cpu)
-	}
-	rtt, err := measureRounds(ctx, o.rrRounds, all, func(ctx context.Context, p path) (float64, error) {
-		return latencyP50(ctx, p, o.rr, o.cpu)
-	})
-	restore()
+	rtt, err := measureLatency(ctx, o, all)
 	if err != nil {
 		return err
 	}
@@ -289,4 +282,15 @@ func join(xs []float64, format string) string {
 		s[i] = fmt.Sprintf(format, x)
 	}
 	return strings.Join(s, " ")
+}
+
+// measureLatency runs the latency rounds with o.cpu emptied of every other thread, and gives
+// every thread its CPUs back whatever happens.
+func measureLatency(ctx context.Context, o datapathOptions, all []path) ([][]float64, error) {
+	if cpu, err := strconv.Atoi(o.cpu); err == nil {
+		defer isolateCPU(cpu)()
+	}
+	return measureRounds(ctx, o.rrRounds, all, func(ctx context.Context, p path) (float64, error) {
+		return latencyP50(ctx, p, o.rr, o.cpu)
+	})
 }

@@ -510,8 +510,10 @@ func procsByNamespace() []nsProc {
 	return procs
 }
 
-func testDown(t *testing.T, c *sim.Cluster) {
-	ctx := context.Background()
+// downChecked takes the cluster down and checks that its nodes' supervisors and loomds
+// went with it.
+func downChecked(t *testing.T, c *sim.Cluster) {
+	t.Helper()
 	var pids []int
 	for _, n := range c.Nodes() {
 		st, err := c.NodeStatus(n.Name)
@@ -520,10 +522,15 @@ func testDown(t *testing.T, c *sim.Cluster) {
 		}
 		pids = append(pids, st.SupervisorPID, st.Loomd.PID)
 	}
-	if err := c.Down(ctx); err != nil {
+	if err := c.Down(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	assertDown(t, c, pids)
+}
+
+func testDown(t *testing.T, c *sim.Cluster) {
+	ctx := context.Background()
+	downChecked(t, c)
 	if err := c.Down(ctx); err != nil {
 		t.Errorf("second down: %v", err)
 	}

@@ -159,18 +159,7 @@ func TestBGPRouteReflector(t *testing.T) {
 		t.Errorf("the router has a default route: %v %s", err, out)
 	}
 
-	var pids []int
-	for _, n := range c.Nodes() {
-		st, err := c.NodeStatus(n.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pids = append(pids, st.SupervisorPID, st.Loomd.PID)
-	}
-	if err := c.Down(ctx); err != nil {
-		t.Fatal(err)
-	}
-	assertDown(t, c, pids)
+	downChecked(t, c)
 	if _, err := os.Stat(filepath.Join(c.Options().RunDir, fmt.Sprintf("slot-%d", c.Slot()), "bird.ctl")); err == nil {
 		t.Error("BIRD's control socket left behind")
 	}
