@@ -197,7 +197,7 @@ func (e *env) exec(pod string, argv ...string) string {
 
 func (e *env) ping(from, to string) {
 	e.t.Helper()
-	e.exec(from, "ping", "-c", "1", "-W", "2", to)
+	e.exec(from, "ping", "-n", "-c", "1", "-W", "2", to)
 }
 
 // podAddrs returns the IPv4 addresses of each interface in a pod, from `ip -j addr`.

@@ -60,6 +60,10 @@ type Network struct {
 	routes   *blockRoutes
 
 	published map[string]string // what this node publishes on its Node
+	// lastVTEP is the last usable VTEP each remote node published. A node whose annotations
+	// go missing or unreadable keeps it until it publishes new ones or leaves the cluster:
+	// an edit to a Node's metadata must not cut its pods off. Only the sync loop uses it.
+	lastVTEP map[string]vxlan.Peer
 
 	nodes  cache.SharedIndexInformer
 	blocks cache.SharedIndexInformer
@@ -80,6 +84,7 @@ func NewNetwork(s Settings, node string, kube kubernetes.Interface, dyn dynamic.
 		pool:     pool,
 		dirty:    make(chan struct{}, 1),
 		readyErr: errors.New("starting"),
+		lastVTEP: map[string]vxlan.Peer{},
 	}
 }
 
@@ -426,19 +431,35 @@ func splitPeerErrors(err error) (peers []error, rest error) {
 
 func (n *Network) vxlanPeers(v view) []vxlan.Peer {
 	var peers []vxlan.Peer
+	for name := range n.lastVTEP {
+		if _, ok := v.nodes[name]; !ok {
+			delete(n.lastVTEP, name)
+		}
+	}
 	for name, node := range v.nodes {
-		if name == n.node || len(v.blocks[name]) == 0 {
+		if name == n.node {
 			continue
 		}
 		a := node.Annotations
 		ip, err1 := netip.ParseAddr(a[AnnotationUnderlayIP])
 		mac, err2 := net.ParseMAC(a[AnnotationVTEPMAC])
 		vtep, err3 := netip.ParseAddr(a[AnnotationVTEPAddr])
+		peer := vxlan.Peer{Node: name, UnderlayIP: ip, VTEPMAC: mac, VTEPAddr: vtep}
 		if err := errors.Join(err1, err2, err3); err != nil {
-			n.log.Debug("node has not published its VTEP yet", "peer", name, "error", err)
+			last, ok := n.lastVTEP[name]
+			if !ok {
+				n.log.Debug("node has not published its VTEP yet", "peer", name, "error", err)
+				continue
+			}
+			n.log.Info("node's VTEP annotations are unusable; keeping the last ones it published", "peer", name, "error", err)
+			peer = last
+		}
+		n.lastVTEP[name] = peer
+		if len(v.blocks[name]) == 0 {
 			continue
 		}
-		peers = append(peers, vxlan.Peer{Node: name, UnderlayIP: ip, VTEPMAC: mac, VTEPAddr: vtep, Blocks: v.blocks[name]})
+		peer.Blocks = v.blocks[name]
+		peers = append(peers, peer)
 	}
 	slices.SortFunc(peers, func(a, b vxlan.Peer) int { return strings.Compare(a.Node, b.Node) })
 	return peers

@@ -72,7 +72,7 @@ func startServers(ctx context.Context, paths []path, cpu string) (stop func(), e
 func waitReachable(ctx context.Context, p path, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		_, err := output(ctx, p.client, "ping", "-c", "1", "-W", "1", p.server.ip.String())
+		_, err := output(ctx, p.client, "ping", "-n", "-c", "1", "-W", "1", p.server.ip.String())
 		if err == nil {
 			return nil
 		}

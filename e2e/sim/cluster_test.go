@@ -146,16 +146,16 @@ func testTopology(t *testing.T, c *sim.Cluster) {
 	}
 	// node3 reaches the API server through the router, and the API server answers it.
 	apiServer := apiServerHost(t, c)
-	if out, err := c.NodeExec(ctx, "node3", "ping", "-c1", "-W2", apiServer); err != nil {
+	if out, err := c.NodeExec(ctx, "node3", "ping", "-n", "-c1", "-W2", apiServer); err != nil {
 		t.Errorf("node3 -> API server %s: %v\n%s", apiServer, err, out)
 	}
-	if out, err := c.NodeExec(ctx, "node3", "ping", "-c1", "-W1", r.ExternalIP.String()); err == nil {
+	if out, err := c.NodeExec(ctx, "node3", "ping", "-n", "-c1", "-W1", r.ExternalIP.String()); err == nil {
 		t.Errorf("node3 reaches the external network in mode bridge:\n%s", out)
 	}
 	if out, err := netnsExec(ctx, r.NetNS, "ip", "-4", "route", "show", "default"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("the router has a default route: %v %s", err, out)
 	}
-	if out, err := netnsExec(ctx, r.NetNS, "ping", "-c1", "-W2", r.ExternalIP.String()); err != nil {
+	if out, err := netnsExec(ctx, r.NetNS, "ping", "-n", "-c1", "-W2", r.ExternalIP.String()); err != nil {
 		t.Errorf("router -> external %s: %v\n%s", r.ExternalIP, err, out)
 	}
 	if !hasRootRoute(t, b.Masked(), a.Addr()) {
@@ -222,7 +222,7 @@ func testPods(t *testing.T, c *sim.Cluster) {
 	}
 	// a2 on the same node, b1 on the same subnet, c1 behind the router.
 	for _, target := range []string{"a2", "b1", "c1"} {
-		if out, err := c.PodExec(ctx, "default", "a1", "ping", "-c1", "-W2", pods[target].Status.PodIP); err != nil {
+		if out, err := c.PodExec(ctx, "default", "a1", "ping", "-n", "-c1", "-W2", pods[target].Status.PodIP); err != nil {
 			t.Errorf("ping a1 -> %s: %v\n%s", target, err, out)
 		}
 	}
@@ -344,7 +344,7 @@ func testSupervisorRestart(t *testing.T, c *sim.Cluster) {
 	if err != nil || again.ContainerID != keep.ContainerID {
 		t.Errorf("sandbox of keep changed: %v (%s, was %s)", err, again.ContainerID, keep.ContainerID)
 	}
-	if out, pingErr := c.NodeExec(ctx, "node2", "ping", "-c1", "-W2", pods["keep"].Status.PodIP); pingErr != nil {
+	if out, pingErr := c.NodeExec(ctx, "node2", "ping", "-n", "-c1", "-W2", pods["keep"].Status.PodIP); pingErr != nil {
 		t.Errorf("keep unreachable after the restart: %v\n%s", pingErr, out)
 	}
 	if stale != "" {
@@ -471,7 +471,7 @@ func testRemoveNode(t *testing.T, c *sim.Cluster) {
 
 	// The others keep running: pods across the router still talk, and unscheduled pods are
 	// bound by the scheduler that node2 took over.
-	if out, err := c.PodExec(ctx, "default", "stay2", "ping", "-c1", "-W2", pods["stay3"].Status.PodIP); err != nil {
+	if out, err := c.PodExec(ctx, "default", "stay2", "ping", "-n", "-c1", "-W2", pods["stay3"].Status.PodIP); err != nil {
 		t.Errorf("ping stay2 -> stay3: %v\n%s", err, out)
 	}
 	after := createPods(t, c, newPod("after1", ""), newPod("after2", ""))

@@ -151,7 +151,7 @@ func TestBGPRouteReflector(t *testing.T) {
 	// external network.
 	from := blockOf(nodes["node1"]).Addr().Next().String()
 	for _, to := range []string{blockOf(nodes["node3"]).Addr().Next().String(), r.ExternalIP.String()} {
-		if out, err := c.NodeExec(ctx, "node1", "ping", "-c1", "-W2", "-I", from, to); err != nil {
+		if out, err := c.NodeExec(ctx, "node1", "ping", "-n", "-c1", "-W2", "-I", from, to); err != nil {
 			t.Errorf("ping %s -> %s: %v\n%s", from, to, err, out)
 		}
 	}
