@@ -1,0 +1,288 @@
+package tenants
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// ResourceNameAnnotation is the NAD annotation naming the device plugin resource (the SR-IOV
+// pool) its attachments draw a device from.
+const ResourceNameAnnotation = "k8s.v1.cni.cncf.io/resourceName"
+
+// Network is what an access decision needs to know about a NetworkAttachmentDefinition.
+type Network struct {
+	Ref NetworkRef
+	// VLANs are the VLAN IDs its configuration asks for, sorted, without duplicates: see
+	// ConfigVLANs.
+	VLANs []int
+	// ResourceName is its SR-IOV pool (annotation k8s.v1.cni.cncf.io/resourceName), or "".
+	ResourceName string
+	// NodeConfig is true when the NAD has no spec.config: its configuration is a file on every
+	// node, unknown here, and VLANs is empty whatever that file says.
+	NodeConfig bool
+}
+
+// NetworkOf describes nad for an access decision. It fails when spec.config is not a JSON
+// object or sets a VLAN key to something other than a VLAN ID.
+func NetworkOf(nad *nadv1.NetworkAttachmentDefinition) (Network, error) {
+	n := Network{
+		Ref:          NetworkRef{Namespace: nad.Namespace, Name: nad.Name},
+		ResourceName: nad.Annotations[ResourceNameAnnotation],
+	}
+	if strings.TrimSpace(nad.Spec.Config) == "" {
+		n.NodeConfig = true
+		return n, nil
+	}
+	vlans, err := ConfigVLANs([]byte(nad.Spec.Config))
+	if err != nil {
+		return Network{}, fmt.Errorf("read VLANs of NetworkAttachmentDefinition %s: %w", n.Ref, err)
+	}
+	n.VLANs = vlans
+	return n, nil
+}
+
+// ConfigVLANs returns the VLAN IDs a CNI configuration (a single plugin's or a list's) asks
+// for, sorted and without duplicates. It reads, in the top-level object and in every plugin
+// of "plugins": "vlan" (bridge, macvlan-like, sriov, ovs) and "vlanId" (vlan), whose 0 means
+// untagged and is left out, and "vlanTrunk" (bridge) and "trunk" (ovs), lists of {"id"} or
+// {"minID", "maxID"}. Keys are matched regardless of case, as Go plugins decoding into a
+// struct match them. A value that is not a VLAN ID is an error rather than ignored: a plugin
+// might still read it.
+func ConfigVLANs(config []byte) ([]int, error) {
+	dec := json.NewDecoder(bytes.NewReader(config))
+	dec.UseNumber()
+	var top any
+	if err := dec.Decode(&top); err != nil {
+		return nil, fmt.Errorf("parse configuration: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("parse configuration: data after the JSON object")
+	}
+	obj, ok := top.(map[string]any)
+	if !ok {
+		return nil, errors.New("parse configuration: not a JSON object")
+	}
+	var seen [MaxVLAN + 1]bool
+	if err := objectVLANs(obj, &seen); err != nil {
+		return nil, err
+	}
+	for k, v := range obj {
+		if !strings.EqualFold(k, "plugins") {
+			continue
+		}
+		plugins, ok := v.([]any)
+		if !ok {
+			return nil, fmt.Errorf("%q is not a list of plugin configurations", k)
+		}
+		for i, p := range plugins {
+			plugin, ok := p.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("plugin %d is not a JSON object", i)
+			}
+			if err := objectVLANs(plugin, &seen); err != nil {
+				return nil, fmt.Errorf("plugin %d: %w", i, err)
+			}
+		}
+	}
+	var out []int
+	for v, ok := range seen {
+		if ok {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// objectVLANs marks the VLANs one configuration object asks for.
+func objectVLANs(obj map[string]any, seen *[MaxVLAN + 1]bool) error {
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		v := obj[k]
+		switch {
+		case strings.EqualFold(k, "vlan") || strings.EqualFold(k, "vlanId"):
+			id, err := vlanValue(v, 0)
+			if err != nil {
+				return fmt.Errorf("%q: %w", k, err)
+			}
+			if id != 0 {
+				seen[id] = true
+			}
+		case strings.EqualFold(k, "vlanTrunk") || strings.EqualFold(k, "trunk"):
+			if err := trunkVLANs(v, seen); err != nil {
+				return fmt.Errorf("%q: %w", k, err)
+			}
+		}
+	}
+	return nil
+}
+
+// trunkVLANs marks the VLANs of a trunk list: [{"id": 5}, {"minID": 10, "maxID": 20}].
+func trunkVLANs(v any, seen *[MaxVLAN + 1]bool) error {
+	if v == nil {
+		return nil
+	}
+	items, ok := v.([]any)
+	if !ok {
+		return errors.New("not a list of trunk entries")
+	}
+	for i, it := range items {
+		entry, ok := it.(map[string]any)
+		if !ok {
+			return fmt.Errorf("entry %d is not an object", i)
+		}
+		lo, hi := -1, -1
+		for _, k := range slices.Sorted(maps.Keys(entry)) {
+			var err error
+			switch {
+			case strings.EqualFold(k, "id"):
+				if lo, err = vlanValue(entry[k], MinVLAN); err == nil {
+					hi = lo
+				}
+			case strings.EqualFold(k, "minID"):
+				lo, err = vlanValue(entry[k], MinVLAN)
+			case strings.EqualFold(k, "maxID"):
+				hi, err = vlanValue(entry[k], MinVLAN)
+			}
+			if err != nil {
+				return fmt.Errorf("entry %d: %q: %w", i, k, err)
+			}
+		}
+		switch {
+		case lo < 0 && hi < 0:
+			continue // nothing set: the plugin ignores the entry
+		case lo < 0 || hi < 0 || lo > hi:
+			return fmt.Errorf("entry %d is not an id or a minID-maxID range", i)
+		}
+		for id := lo; id <= hi; id++ {
+			seen[id] = true
+		}
+	}
+	return nil
+}
+
+// vlanValue reads a VLAN ID from a JSON number: an integer from lowest (0 where 0 means
+// untagged) to MaxVLAN. JSON null reads as 0, as Go decodes it.
+func vlanValue(v any, lowest int) (int, error) {
+	if v == nil {
+		return 0, nil
+	}
+	num, ok := v.(json.Number)
+	if !ok {
+		return 0, fmt.Errorf("%s is not a VLAN ID", describe(v))
+	}
+	// A float, so that 1e3 and 100.0 read as a plugin written in another language might.
+	f, err := strconv.ParseFloat(num.String(), 64)
+	if err != nil || f != math.Trunc(f) || f < float64(lowest) || f > MaxVLAN {
+		return 0, fmt.Errorf("%s is not a VLAN ID (%d-%d)", num, lowest, MaxVLAN)
+	}
+	return int(f), nil
+}
+
+func describe(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil || len(b) > 40 {
+		return fmt.Sprintf("a %T", v)
+	}
+	return string(b)
+}
+
+// PodRequest is what a pod asks of the networks: what CheckPod decides on.
+type PodRequest struct {
+	Namespace, Name string
+	// Networks are every NAD its networks annotation names, resolved, namespace filled in.
+	Networks []Network
+	// NetAdmin says why the pod could change its own network, as NetAdminReason returns it;
+	// "" if it cannot.
+	NetAdmin string
+	// VFs is the number of SR-IOV VFs the pod requests over all pools. A caller enforcing the
+	// quota over a whole tenant adds the VFs its other pods hold.
+	VFs int
+}
+
+// NetAdminReason says why a pod with spec could change its own network and so lift the rules
+// on it: "hostNetwork", a container "is privileged", or a container "adds" NET_ADMIN,
+// SYS_ADMIN or ALL (with or without CAP_, in any case) to its capabilities. It returns "" if
+// none of these holds. Init and ephemeral containers count.
+func NetAdminReason(spec *corev1.PodSpec) string {
+	if spec == nil {
+		return ""
+	}
+	if spec.HostNetwork {
+		return "hostNetwork"
+	}
+	check := func(kind, name string, sc *corev1.SecurityContext) string {
+		if sc == nil {
+			return ""
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			return fmt.Sprintf("%s %s is privileged", kind, name)
+		}
+		if sc.Capabilities == nil {
+			return ""
+		}
+		for _, c := range sc.Capabilities.Add {
+			switch strings.TrimPrefix(strings.ToUpper(string(c)), "CAP_") {
+			case "NET_ADMIN", "SYS_ADMIN", "ALL":
+				return fmt.Sprintf("%s %s adds %s", kind, name, c)
+			}
+		}
+		return ""
+	}
+	for _, c := range spec.InitContainers {
+		if r := check("init container", c.Name, c.SecurityContext); r != "" {
+			return r
+		}
+	}
+	for _, c := range spec.Containers {
+		if r := check("container", c.Name, c.SecurityContext); r != "" {
+			return r
+		}
+	}
+	for _, c := range spec.EphemeralContainers {
+		if r := check("ephemeral container", c.Name, c.SecurityContext); r != "" {
+			return r
+		}
+	}
+	return ""
+}
+
+// CountResources returns how many units of the extended resources names a pod with spec
+// holds: per container the larger of its request and limit, summed over the containers,
+// or the largest of any init container if that is more, as the scheduler counts.
+func CountResources(spec *corev1.PodSpec, names []string) int {
+	if spec == nil {
+		return 0
+	}
+	count := func(r corev1.ResourceRequirements) int64 {
+		var n int64
+		for _, name := range names {
+			q := r.Requests[corev1.ResourceName(name)]
+			l := r.Limits[corev1.ResourceName(name)]
+			n += max(q.Value(), l.Value())
+		}
+		return n
+	}
+	var sum, initMax int64
+	for _, c := range spec.Containers {
+		sum += count(c.Resources)
+	}
+	for _, c := range spec.InitContainers {
+		n := count(c.Resources)
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			sum += n // a sidecar keeps its devices while the containers run
+			continue
+		}
+		initMax = max(initMax, n)
+	}
+	return int(max(sum, initMax))
+}
