@@ -1,0 +1,328 @@
+package policy
+
+import (
+	"cmp"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Compile computes what node enforces: for every endpoint of the pods whose Node is node, the
+// tenant guard and the rules of the policies that select it, with the address sets they
+// name. Compile is pure and deterministic: the same snapshot, in any order, gives a
+// deep-equal Ruleset. An empty node has no pods. Tables may share the memory of a set they
+// both hold: treat the Ruleset as read-only.
+func Compile(s Snapshot, node string) Ruleset {
+	c := newCompiler(&s, node)
+	var host []EndpointRules
+	pods := map[PodKey][]EndpointRules{}
+	for _, p := range c.local {
+		for _, ep := range p.Endpoints {
+			switch {
+			case ep.Network == Primary && ep.HostInterface != "":
+				host = append(host, c.endpoint(p, ep.Network, ep.HostInterface))
+			case ep.Network != Primary && ep.Interface != "":
+				pods[p.PodKey] = append(pods[p.PodKey], c.endpoint(p, ep.Network, ep.Interface))
+			}
+		}
+	}
+	rs := Ruleset{Host: c.table(host), Pods: make(map[PodKey]Table, len(pods))}
+	for key, eps := range pods {
+		rs.Pods[key] = c.table(eps)
+	}
+	return rs
+}
+
+// table gathers endpoints into one enforcement point with the sets they name.
+func (c *compiler) table(eps []EndpointRules) Table {
+	slices.SortFunc(eps, func(a, b EndpointRules) int {
+		return cmp.Or(strings.Compare(a.Interface, b.Interface), strings.Compare(string(a.Network), string(b.Network)),
+			comparePodKey(a.Pod, b.Pod))
+	})
+	t := Table{Sets: map[string]AddrSet{}, Endpoints: eps}
+	use := func(name string) {
+		if name != "" {
+			t.Sets[name] = c.sets[name]
+		}
+	}
+	for _, ep := range eps {
+		for _, d := range []Direction{ep.Ingress, ep.Egress} {
+			use(d.Guard.Universe)
+			use(d.Guard.Allowed)
+			for _, r := range d.Rules {
+				use(r.Peer.Set)
+			}
+		}
+	}
+	return t
+}
+
+// endpoint compiles the rules of pod p's endpoint on network n, matched on ifname.
+func (c *compiler) endpoint(p *Pod, n NetworkID, ifname string) EndpointRules {
+	er := EndpointRules{Pod: p.PodKey, Network: n, Interface: ifname}
+	g := c.guard(p, n)
+	er.Ingress.Guard, er.Egress.Guard = g, g
+	for _, pol := range c.policiesByNS[p.Namespace] {
+		if !pol.appliesTo(n) || !pol.v.podSelector.Matches(labels.Set(p.Labels)) {
+			continue
+		}
+		for d, dp := range []*Direction{ingress: &er.Ingress, egress: &er.Egress} {
+			if !pol.v.isolates[d] {
+				continue
+			}
+			dp.Isolated = true
+			for _, r := range pol.v.rules[d] {
+				dp.Rules = append(dp.Rules, c.rules(pol, dir(d), r, p, n)...)
+			}
+		}
+	}
+	return er
+}
+
+// guard is the tenant boundary of pod p on network n. On the primary network a tenant's pod
+// reaches its own tenant, its mutual peers, the platform and the nodes, and a platform pod
+// has no boundary. On a secondary network a pod reaches its own tenant and its mutual peers
+// only; the platform's pods there reach only one another. A platform pod on a secondary
+// network no tenant's pod is attached to has no boundary either: there is no one to keep
+// out, and its peers need not be known before it can reach them.
+func (c *compiler) guard(p *Pod, n NetworkID) Guard {
+	if p.Tenant == "" && (n == Primary || !c.tenantsOn(n)) {
+		return Guard{}
+	}
+	return Guard{Universe: c.universe(n), Allowed: c.reach(n, p.Tenant)}
+}
+
+// universe is the set of addresses on network n that belong to pods (or, on the primary
+// network, to nodes): the addresses a guard decides about.
+func (c *compiler) universe(n NetworkID) string {
+	key := guardKey{kind: kindUniverse, network: n}
+	if name, ok := c.guardNames[key]; ok {
+		return name
+	}
+	var b setBuilder
+	if n == Primary {
+		b.addPrefixes([]netip.Prefix{c.s.ClusterCIDR})
+	} else {
+		if nw := c.networks[n]; nw != nil {
+			b.addPrefixes(nw.Subnets)
+		}
+		c.podsByNetwork.each(string(n), func(p *Pod) { addIPs(&b, p, n) })
+	}
+	return c.newGuardSet(key, b.build())
+}
+
+// reach is the set of addresses tenant t's pods may exchange traffic with on network n.
+func (c *compiler) reach(n NetworkID, t string) string {
+	key := guardKey{kind: kindReach, network: n, tenant: t}
+	if name, ok := c.guardNames[key]; ok {
+		return name
+	}
+	var b setBuilder
+	tenants := c.mutualPeers(t)
+	if n == Primary {
+		for _, m := range tenants {
+			if tt := c.tenants[m]; tt != nil {
+				b.addPrefixes(tt.Blocks)
+			}
+			c.podsByTenant.each(m, func(p *Pod) { addIPs(&b, p, n) })
+		}
+		return c.newGuardSet(key, b.build().withSorted(c.platformAndHosts()))
+	}
+	// Walk whichever is shorter: the tenants' pods or the network's.
+	count := 0
+	for _, m := range tenants {
+		count += c.podsByTenant.count(m)
+	}
+	if c.podsByNetwork.count(string(n)) < count {
+		c.podsByNetwork.each(string(n), func(p *Pod) {
+			if slices.Contains(tenants, p.Tenant) {
+				addIPs(&b, p, n)
+			}
+		})
+	} else {
+		for _, m := range tenants {
+			c.podsByTenant.each(m, func(p *Pod) { addIPs(&b, p, n) })
+		}
+	}
+	return c.newGuardSet(key, b.build())
+}
+
+func (c *compiler) newGuardSet(key guardKey, set AddrSet) string {
+	name := setName(key.kind, string(key.network), key.tenant)
+	c.guardNames[key] = name
+	c.sets[name] = set
+	return name
+}
+
+// platformAndHosts returns the primary addresses of the platform's pods and the nodes'
+// addresses: what every tenant reaches on the primary network.
+func (c *compiler) platformAndHosts() []netip.Addr {
+	if c.platformIPs == nil {
+		var b setBuilder
+		c.podsByTenant.each("", func(p *Pod) { addIPs(&b, p, Primary) })
+		b.addAddrs(c.s.Hosts)
+		c.platformIPs = b.build().Addrs
+		if c.platformIPs == nil {
+			c.platformIPs = []netip.Addr{}
+		}
+	}
+	return c.platformIPs
+}
+
+// addIPs adds the addresses of pod p on network n.
+func addIPs(b *setBuilder, p *Pod, n NetworkID) {
+	for _, ep := range p.Endpoints {
+		if ep.Network == n {
+			b.addAddrs(ep.IPs)
+		}
+	}
+}
+
+// rules compiles rule r of pol, direction d, for pod p's endpoint on network n: one Rule per
+// peer, and for an egress rule with named ports, one more per peer and port number the name
+// resolves to.
+func (c *compiler) rules(pol compiledPolicy, d dir, r validRule, p *Pod, n NetworkID) []Rule {
+	peers := r.peers
+	if peers == nil {
+		peers = []validPeer{{index: -1}} // every peer
+	}
+	var out []Rule
+	for _, peer := range peers {
+		pv := c.peer(pol, peer, n)
+		if r.ports == nil {
+			out = append(out, Rule{Peer: pv, Policy: pol.key})
+			continue
+		}
+		var fixed []Port
+		var named []validPort
+		for _, vp := range r.ports {
+			switch {
+			case vp.name == "":
+				fixed = append(fixed, Port{Protocol: vp.protocol, Port: vp.port, EndPort: vp.endPort})
+			case d == ingress:
+				// The port is the selected pod's own.
+				if num, ok := resolvePort(p, vp); ok {
+					fixed = append(fixed, Port{Protocol: vp.protocol, Port: num})
+				}
+			default:
+				named = append(named, vp)
+			}
+		}
+		if len(fixed) > 0 {
+			out = append(out, Rule{Peer: pv, Ports: sortPorts(fixed), Policy: pol.key})
+		}
+		if peer.cidr.IsValid() {
+			continue // an address outside the cluster has no named ports
+		}
+		for _, vp := range named {
+			out = append(out, c.namedEgress(pol, peer, n, vp)...)
+		}
+	}
+	return out
+}
+
+// peer is a rule's peer as a Peer: everyone, a CIDR, or the set of the selected pods'
+// addresses on network n.
+func (c *compiler) peer(pol compiledPolicy, peer validPeer, n NetworkID) Peer {
+	switch {
+	case peer.index < 0:
+		return Peer{Any: true}
+	case peer.cidr.IsValid():
+		return Peer{CIDR: peer.cidr, Except: slices.Clone(peer.except)}
+	}
+	key := selectionOf(pol, peer, n)
+	if name, ok := c.peerNames[key]; ok {
+		return Peer{Set: name}
+	}
+	var b setBuilder
+	c.eachPeerPod(pol, peer, func(p *Pod) { addIPs(&b, p, n) })
+	name := key.setName()
+	c.peerNames[key] = name
+	c.sets[name] = b.build()
+	return Peer{Set: name}
+}
+
+// namedEgress compiles an egress rule's named port for one peer: the destination pods are
+// split by the number the name has in each of them, one set and one Rule per number, so that
+// each pod is reached on its own port only. Pods without the name are not reached.
+func (c *compiler) namedEgress(pol compiledPolicy, peer validPeer, n NetworkID, vp validPort) []Rule {
+	key := selectionOf(pol, peer, n)
+	key.port = vp
+	split, ok := c.namedSplits[key]
+	if !ok {
+		byPort := map[uint16]*setBuilder{}
+		add := func(p *Pod) {
+			if num, ok := resolvePort(p, vp); ok {
+				if byPort[num] == nil {
+					byPort[num] = &setBuilder{}
+				}
+				addIPs(byPort[num], p, n)
+			}
+		}
+		if peer.index < 0 {
+			for _, p := range c.podsWithPort(vp.name) {
+				add(p)
+			}
+		} else {
+			c.eachPeerPod(pol, peer, add)
+		}
+		for _, num := range slices.Sorted(maps.Keys(byPort)) {
+			name := key.setName(strconv.Itoa(int(num)))
+			c.sets[name] = byPort[num].build()
+			split = append(split, portSet{port: num, set: name})
+		}
+		c.namedSplits[key] = split
+	}
+	rules := make([]Rule, 0, len(split))
+	for _, ps := range split {
+		rules = append(rules, Rule{Peer: Peer{Set: ps.set}, Ports: []Port{{Protocol: vp.protocol, Port: ps.port}}, Policy: pol.key})
+	}
+	return rules
+}
+
+// portSet is the set of the destinations where a named port has one number.
+type portSet struct {
+	port uint16
+	set  string
+}
+
+// resolvePort returns the number a named port has in pod p, for the port's protocol. Port
+// names are unique in a pod; should a pod list one twice, the first counts.
+func resolvePort(p *Pod, vp validPort) (uint16, bool) {
+	for _, np := range p.Ports {
+		proto := np.Protocol
+		if proto == "" {
+			proto = "TCP"
+		}
+		if np.Name == vp.name && proto == vp.protocol && np.Port != 0 {
+			return np.Port, true
+		}
+	}
+	return 0, false
+}
+
+// sortPorts sorts ports and drops repeats.
+func sortPorts(ps []Port) []Port {
+	slices.SortFunc(ps, func(a, b Port) int {
+		return cmp.Or(strings.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port), cmp.Compare(a.EndPort, b.EndPort))
+	})
+	return slices.Compact(ps)
+}
+
+// tenantsOn reports whether a tenant's pod has an endpoint on secondary network n.
+func (c *compiler) tenantsOn(n NetworkID) bool {
+	if found, ok := c.tenantNets[n]; ok {
+		return found
+	}
+	found := false
+	c.podsByNetwork.each(string(n), func(p *Pod) { found = found || p.Tenant != "" })
+	if c.tenantNets == nil {
+		c.tenantNets = map[NetworkID]bool{}
+	}
+	c.tenantNets[n] = found
+	return found
+}

@@ -1,0 +1,292 @@
+package policy
+
+// The engine keeps a node's rules in step with the cluster.
+//
+// Inputs come from two places. A Source (informer caches) says what the cluster holds:
+// tenants, namespaces, policies, every pod's addresses. The node's own pods are registered
+// by the CNI server itself (Admit at ADD, Release at DEL, Restore from the attachment ledger
+// at start), because a pod being added is not in any cache yet with its addresses, and its
+// rules must be in place before ADD returns.
+//
+// Every change compiles the whole snapshot (Compile is cheap and pure), renders each
+// enforcement point and hands it to that point's Applier, which writes only the difference
+// as one nftables transaction. An Applier whose table was changed behind its back is
+// found by Verify and rewritten in full.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Source is what the engine knows about the cluster.
+type Source interface {
+	// Snapshot returns the cluster as the caches see it now.
+	Snapshot() Snapshot
+	// Changed receives a value after the caches changed.
+	Changed() <-chan struct{}
+}
+
+// LocalPod is a pod of this node as its CNI ADD made it: its attachments, with the host side
+// of the primary veth, and the network namespace its secondary rules go into.
+type LocalPod struct {
+	ContainerID string
+	Netns       string
+	Pod         Pod
+}
+
+// Engine enforces tenants and policies for the pods of one node.
+type Engine struct {
+	node string
+	nft  string
+	src  Source
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	local map[string]LocalPod // by container ID
+	host  *Applier
+	pods  map[PodKey]*podPoint
+	stats Stats
+}
+
+// podPoint is the enforcement point inside one pod's network namespace.
+type podPoint struct {
+	netns   string
+	applier *Applier
+	applied *NftTable
+}
+
+// Stats says what the engine did last.
+type Stats struct {
+	Syncs       int
+	LastSync    time.Duration
+	LastError   string
+	Repairs     int
+	HostRules   int
+	LocalPods   int
+	PodTables   int
+	LastSyncEnd time.Time
+}
+
+// NewEngine returns an engine for node that runs the nft binary at nftPath. The node's own
+// rules go into the network namespace at hostNetns ("" for loomd's own).
+func NewEngine(node, nftPath, hostNetns string, src Source, log *slog.Logger) *Engine {
+	log = log.With("component", "policy")
+	return &Engine{
+		node:  node,
+		nft:   nftPath,
+		src:   src,
+		log:   log,
+		local: map[string]LocalPod{},
+		host:  NewApplier(nftPath, hostNetns, log),
+		pods:  map[PodKey]*podPoint{},
+	}
+}
+
+// Restore makes pods, the attachment ledger's records, the node's pods and applies: what a
+// restarted loomd does before it serves ADDs (its first apply rewrites every table in full),
+// and what follows a GC that released containers.
+func (e *Engine) Restore(ctx context.Context, pods []LocalPod) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.local = map[string]LocalPod{}
+	for _, p := range pods {
+		e.local[p.ContainerID] = p
+	}
+	return e.sync(ctx)
+}
+
+// Admit registers a pod just attached and writes its rules; when it returns nil the pod's
+// traffic is under its tenant's and its policies' rules. On failure the pod is forgotten
+// again and the caller tears its attachments down.
+func (e *Engine) Admit(ctx context.Context, p LocalPod) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	prev, had := e.local[p.ContainerID]
+	e.local[p.ContainerID] = p
+	if err := e.sync(ctx); err != nil {
+		if had {
+			e.local[p.ContainerID] = prev
+		} else {
+			delete(e.local, p.ContainerID)
+		}
+		return fmt.Errorf("apply the rules of pod %s: %w", p.Pod.PodKey, err)
+	}
+	return nil
+}
+
+// Release forgets a pod of this node and removes its rules. Releasing a pod the engine does
+// not know is not an error.
+func (e *Engine) Release(ctx context.Context, containerID string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.local[containerID]; !ok {
+		return nil
+	}
+	delete(e.local, containerID)
+	return e.sync(ctx)
+}
+
+// Run resyncs whenever the source changes, and every verifyEvery checks that the kernel still
+// holds what was applied, rewriting what someone changed. It returns when ctx is done.
+func (e *Engine) Run(ctx context.Context, verifyEvery time.Duration) {
+	verify := time.NewTicker(verifyEvery)
+	defer verify.Stop()
+	retry := time.NewTimer(0)
+	<-retry.C
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.src.Changed():
+		case <-retry.C:
+		case <-verify.C:
+			e.repair(ctx)
+		}
+		e.mu.Lock()
+		err := e.sync(ctx)
+		e.mu.Unlock()
+		if err != nil {
+			e.log.Error("apply policy", "error", err)
+			retry.Reset(time.Second)
+		}
+	}
+}
+
+// Stats returns what the engine did last.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stats
+}
+
+// repair rewrites every enforcement point whose kernel state drifted from what was applied.
+func (e *Engine) repair(ctx context.Context) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.host.Verify(ctx); err != nil {
+		e.log.Warn("node rules changed outside loomd; rewriting them", "error", err)
+		e.host.Reset()
+		e.stats.Repairs++
+	}
+	for key, pt := range e.pods {
+		if err := pt.applier.Verify(ctx); err != nil {
+			e.log.Warn("pod rules changed outside loomd; rewriting them", "namespace", key.Namespace, "pod", key.Name, "error", err)
+			pt.applier.Reset()
+			pt.applied = nil
+			e.stats.Repairs++
+		}
+	}
+}
+
+// sync compiles the snapshot with the local pods in it and applies every enforcement point
+// that changed. The caller holds e.mu.
+func (e *Engine) sync(ctx context.Context) error {
+	start := time.Now()
+	rs := Compile(e.snapshot(), e.node)
+	host := Render(rs.Host, HostTable)
+	err := e.host.Apply(ctx, host)
+	netns := map[PodKey]string{}
+	for _, p := range e.local {
+		netns[p.Pod.PodKey] = p.Netns
+	}
+	keys := slices.SortedFunc(maps.Keys(rs.Pods), func(a, b PodKey) int { return strings.Compare(a.String(), b.String()) })
+	for _, key := range keys {
+		err = errors.Join(err, e.applyPod(ctx, key, netns[key], Render(rs.Pods[key], PodTable)))
+	}
+	for key := range e.pods {
+		if _, ok := rs.Pods[key]; !ok {
+			// The pod is gone, or has no secondary endpoint any more: its netns, if it still
+			// exists, keeps no rules of ours.
+			if derr := e.pods[key].applier.Delete(ctx); derr != nil {
+				e.log.Debug("remove a pod's rules", "namespace", key.Namespace, "pod", key.Name, "error", derr)
+			}
+			delete(e.pods, key)
+		}
+	}
+	e.stats.Syncs++
+	e.stats.LastSync = time.Since(start)
+	e.stats.LastSyncEnd = time.Now()
+	e.stats.LocalPods = len(e.local)
+	e.stats.PodTables = len(e.pods)
+	e.stats.HostRules = ruleCount(host)
+	e.stats.LastError = ""
+	if err != nil {
+		e.stats.LastError = err.Error()
+	}
+	return err
+}
+
+func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, want NftTable) error {
+	if netns == "" {
+		return fmt.Errorf("pod %s: no network namespace known for its secondary interfaces", key)
+	}
+	pt := e.pods[key]
+	if pt == nil || pt.netns != netns {
+		pt = &podPoint{netns: netns, applier: NewApplier(e.nft, netns, e.log)}
+		e.pods[key] = pt
+	}
+	if pt.applied != nil && pt.applied.Equal(want) {
+		return nil
+	}
+	if err := pt.applier.Apply(ctx, want); err != nil {
+		pt.applied = nil
+		return fmt.Errorf("pod %s: %w", key, err)
+	}
+	pt.applied = &want
+	return nil
+}
+
+// snapshot is the source's snapshot with the local pods as their ADDs made them: a local
+// pod's endpoints come from its attachments, which the caches may not show yet.
+func (e *Engine) snapshot() Snapshot {
+	s := e.src.Snapshot()
+	byKey := map[PodKey]int{}
+	for i, p := range s.Pods {
+		byKey[p.PodKey] = i
+		if p.Node == e.node {
+			// A pod of this node that no ADD registered (its sandbox is gone, or is being
+			// replaced): its addresses still count as a peer's, but it has no interface or
+			// netns here to write rules for.
+			s.Pods[i].Node = ""
+		}
+	}
+	tenantOf := map[string]string{}
+	for _, ns := range s.Namespaces {
+		tenantOf[ns.Name] = ns.Tenant
+	}
+	for _, id := range slices.Sorted(maps.Keys(e.local)) {
+		lp := e.local[id].Pod
+		lp.Node = e.node
+		if i, ok := byKey[lp.PodKey]; ok {
+			cached := s.Pods[i]
+			if lp.Labels == nil {
+				lp.Labels = cached.Labels
+			}
+			if lp.Ports == nil {
+				lp.Ports = cached.Ports
+			}
+			lp.Tenant = cached.Tenant
+			s.Pods[i] = lp
+			continue
+		}
+		lp.Tenant = tenantOf[lp.Namespace]
+		byKey[lp.PodKey] = len(s.Pods)
+		s.Pods = append(s.Pods, lp)
+	}
+	return s
+}
+
+func ruleCount(t NftTable) int {
+	n := 0
+	for _, c := range t.Chains {
+		n += len(c.Rules)
+	}
+	return n
+}

@@ -1,0 +1,342 @@
+package policy
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+)
+
+// compiler holds one Compile call's indexes of the snapshot and the sets computed so far.
+// Indexes are built in one pass over the snapshot; everything else is computed on demand,
+// for the local endpoints only, and at most once.
+type compiler struct {
+	s *Snapshot
+
+	local        []*Pod
+	podsByNS     podIndex
+	podsByTenant podIndex
+	// podsByNetwork holds the pods with an endpoint on each secondary network.
+	podsByNetwork podIndex
+	tenants       map[string]*Tenant
+	nsLabels      map[string]map[string]string
+	networks      map[NetworkID]*Network
+	policiesByNS  map[string][]compiledPolicy
+
+	// Built when first needed.
+	nsByLabel   map[string]map[string][]string // label key → value → namespaces, for the keys asked for
+	podsByPort  map[string][]*Pod              // container port name → pods
+	nsMatches   map[string][]string            // selector → namespaces with pods it selects
+	mutual      map[string][]string            // tenant → itself and its mutual peers
+	platformIPs []netip.Addr                   // primary addresses of the platform's pods and the hosts, sorted
+	tenantNets  map[NetworkID]bool             // secondary networks some tenant's pod is on
+
+	sets        map[string]AddrSet
+	guardNames  map[guardKey]string
+	peerNames   map[peerSelection]string
+	namedSplits map[peerSelection][]portSet // the sets of a named egress port, by port number
+}
+
+// guardKey is what a guard's set means: the universe of a network (tenant unused), or what
+// a tenant reaches on it.
+type guardKey struct {
+	kind    string
+	network NetworkID
+	tenant  string
+}
+
+// peerSelection is what a peer's set means: the pods a selector picks on a network and, for a
+// named egress port, among them those where the name is this port. It says nothing of the
+// policy, rule or peer it comes from, so that the same selection in several policies (every
+// tenant's "DNS in kube-system", say) is one set.
+type peerSelection struct {
+	network NetworkID
+	scope   string // "any", "namespace" (pods of namespace) or "namespaces" (selected by namespaces)
+	value   string // the namespace, or the namespace selector
+	pods    string // the pod selector
+	port    validPort
+}
+
+func selectionOf(pol compiledPolicy, peer validPeer, n NetworkID) peerSelection {
+	switch {
+	case peer.index < 0:
+		return peerSelection{network: n, scope: "any"}
+	case peer.namespaces == nil:
+		return peerSelection{network: n, scope: "namespace", value: pol.Namespace, pods: peer.podsKey}
+	}
+	return peerSelection{network: n, scope: "namespaces", value: peer.namespacesKey, pods: peer.podsKey}
+}
+
+func (s peerSelection) setName(more ...string) string {
+	parts := append([]string{string(s.network), s.scope, s.value, s.pods}, more...)
+	if s.port.name != "" {
+		parts = append(parts, s.port.name, s.port.protocol)
+	}
+	return setName(kindPeer, parts...)
+}
+
+// podIndex groups the snapshot's pods by a key without a slice per key: last holds the last
+// pod of each key and next chains each pod to the one before it. Adding a pod of a key seen
+// before costs one map lookup and no allocation, which keeps Compile's pass over a large
+// cluster cheap.
+type podIndex struct {
+	pods []Pod
+	keys map[string]int32 // key → its position in last
+	last []int32
+	next []int32
+}
+
+func newPodIndex(pods []Pod, keys int) podIndex {
+	return podIndex{pods: pods, keys: make(map[string]int32, keys), last: make([]int32, 0, keys), next: make([]int32, len(pods))}
+}
+
+func (x *podIndex) add(key string, i int) {
+	k, ok := x.keys[key]
+	if !ok {
+		k = int32(len(x.last))
+		x.keys[key] = k
+		x.last = append(x.last, -1)
+	}
+	x.next[i] = x.last[k]
+	x.last[k] = int32(i)
+}
+
+// each calls f for every pod with key, last added first.
+func (x *podIndex) each(key string, f func(*Pod)) {
+	k, ok := x.keys[key]
+	if !ok {
+		return
+	}
+	for i := x.last[k]; i >= 0; i = x.next[i] {
+		f(&x.pods[i])
+	}
+}
+
+func (x *podIndex) has(key string) bool {
+	_, ok := x.keys[key]
+	return ok
+}
+
+func (x *podIndex) count(key string) int {
+	n := 0
+	x.each(key, func(*Pod) { n++ })
+	return n
+}
+
+// compiledPolicy is a policy with its validated form at hand.
+type compiledPolicy struct {
+	*Policy
+	v   *validPolicy
+	key string // namespace/name, as Rule.Policy names it
+}
+
+func (p compiledPolicy) appliesTo(n NetworkID) bool { return slices.Contains(p.Networks, n) }
+
+func newCompiler(s *Snapshot, node string) *compiler {
+	c := &compiler{
+		s:             s,
+		podsByNS:      newPodIndex(s.Pods, len(s.Namespaces)),
+		podsByTenant:  newPodIndex(s.Pods, 0),
+		podsByNetwork: newPodIndex(s.Pods, 0),
+		tenants:       make(map[string]*Tenant, len(s.Tenants)),
+		nsLabels:      make(map[string]map[string]string, len(s.Namespaces)),
+		networks:      map[NetworkID]*Network{},
+		policiesByNS:  map[string][]compiledPolicy{},
+		nsMatches:     map[string][]string{},
+		sets:          map[string]AddrSet{},
+		guardNames:    map[guardKey]string{},
+		peerNames:     map[peerSelection]string{},
+		namedSplits:   map[peerSelection][]portSet{},
+	}
+	for i := range s.Pods {
+		if node != "" && s.Pods[i].Node == node {
+			c.local = append(c.local, &s.Pods[i])
+		}
+	}
+	if len(c.local) == 0 {
+		return c
+	}
+	slices.SortFunc(c.local, func(a, b *Pod) int { return comparePodKey(a.PodKey, b.PodKey) })
+	for i := range s.Tenants {
+		c.tenants[s.Tenants[i].Name] = &s.Tenants[i]
+	}
+	// Index what the local endpoints need: the policies of their namespaces, the pods of
+	// their tenants and their tenants' mutual peers, the pods of their secondary networks.
+	// Pods of any namespace may be a policy's peers.
+	namespaces, tenants, networks := map[string]bool{}, map[string]bool{"": true}, map[NetworkID]bool{}
+	for _, p := range c.local {
+		namespaces[p.Namespace] = true
+		for _, t := range c.mutualPeers(p.Tenant) {
+			tenants[t] = true
+		}
+		for _, ep := range p.Endpoints {
+			networks[ep.Network] = ep.Network != Primary
+		}
+	}
+	for i := range s.Pods {
+		p := &s.Pods[i]
+		c.podsByNS.add(p.Namespace, i)
+		if tenants[p.Tenant] {
+			c.podsByTenant.add(p.Tenant, i)
+		}
+		for j, ep := range p.Endpoints {
+			if networks[ep.Network] && !slices.ContainsFunc(p.Endpoints[:j], func(e Endpoint) bool { return e.Network == ep.Network }) {
+				c.podsByNetwork.add(string(ep.Network), i)
+			}
+		}
+	}
+	for _, ns := range s.Namespaces {
+		c.nsLabels[ns.Name] = ns.Labels
+	}
+	for i := range s.Networks {
+		if networks[s.Networks[i].ID] {
+			c.networks[s.Networks[i].ID] = &s.Networks[i]
+		}
+	}
+	c.indexPolicies(namespaces)
+	return c
+}
+
+// indexPolicies indexes the policies of the given namespaces, sorted by name in each.
+func (c *compiler) indexPolicies(namespaces map[string]bool) {
+	for i := range c.s.Policies {
+		p := &c.s.Policies[i]
+		if !namespaces[p.Namespace] {
+			continue
+		}
+		v := p.valid
+		if v == nil {
+			v, _ = validate(&p.Spec, nil)
+		}
+		c.policiesByNS[p.Namespace] = append(c.policiesByNS[p.Namespace],
+			compiledPolicy{Policy: p, v: v, key: p.Namespace + "/" + p.Name})
+	}
+	for _, ps := range c.policiesByNS {
+		slices.SortFunc(ps, func(a, b compiledPolicy) int {
+			return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(string(a.Kind), string(b.Kind)))
+		})
+	}
+}
+
+func comparePodKey(a, b PodKey) int {
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+}
+
+// eachPeerPod calls f for every pod a peer of pol selects, anywhere in the cluster.
+func (c *compiler) eachPeerPod(pol compiledPolicy, peer validPeer, f func(*Pod)) {
+	pick := func(p *Pod) {
+		if peer.pods.Matches(labels.Set(p.Labels)) {
+			f(p)
+		}
+	}
+	if peer.namespaces == nil {
+		c.podsByNS.each(pol.Namespace, pick)
+		return
+	}
+	for _, ns := range c.namespacesMatching(peer.namespaces, peer.namespacesKey) {
+		c.podsByNS.each(ns, pick)
+	}
+}
+
+// namespacesMatching returns the namespaces with pods whose labels sel matches; key is
+// sel.String(). A selector
+// that requires a label value looks its candidates up in an index of namespace labels,
+// so selecting a tenant's namespaces does not scan every namespace of the cluster.
+func (c *compiler) namespacesMatching(sel labels.Selector, key string) []string {
+	if m, ok := c.nsMatches[key]; ok {
+		return m
+	}
+	reqs, selectable := sel.Requirements()
+	var candidates []string
+	indexed := false
+	if selectable {
+		for _, r := range reqs {
+			if op := r.Operator(); op == selection.Equals || op == selection.DoubleEquals || op == selection.In {
+				byValue := c.namespacesByLabel(r.Key())
+				for _, v := range r.Values().UnsortedList() {
+					candidates = append(candidates, byValue[v]...)
+				}
+				indexed = true
+				break
+			}
+		}
+	}
+	if !indexed {
+		for ns := range c.podsByNS.keys {
+			candidates = append(candidates, ns)
+		}
+	}
+	var out []string
+	for _, ns := range candidates {
+		if c.podsByNS.has(ns) && sel.Matches(labels.Set(c.nsLabels[ns])) {
+			out = append(out, ns)
+		}
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	c.nsMatches[key] = out
+	return out
+}
+
+// namespacesByLabel indexes the namespaces by their value of one label key.
+func (c *compiler) namespacesByLabel(key string) map[string][]string {
+	if c.nsByLabel == nil {
+		c.nsByLabel = map[string]map[string][]string{}
+	}
+	byValue, ok := c.nsByLabel[key]
+	if !ok {
+		byValue = make(map[string][]string, len(c.nsLabels))
+		for ns, ls := range c.nsLabels {
+			if v, ok := ls[key]; ok {
+				byValue[v] = append(byValue[v], ns)
+			}
+		}
+		c.nsByLabel[key] = byValue
+	}
+	return byValue
+}
+
+// podsWithPort returns the pods that have a container port with this name.
+func (c *compiler) podsWithPort(name string) []*Pod {
+	if c.podsByPort == nil {
+		c.podsByPort = map[string][]*Pod{}
+		for i := range c.s.Pods {
+			p := &c.s.Pods[i]
+			for j, np := range p.Ports {
+				if !slices.ContainsFunc(p.Ports[:j], func(o NamedPort) bool { return o.Name == np.Name }) {
+					c.podsByPort[np.Name] = append(c.podsByPort[np.Name], p)
+				}
+			}
+		}
+	}
+	return c.podsByPort[name]
+}
+
+// mutualPeers returns tenant t and the tenants that t and that name each other as peers,
+// sorted. The platform ("") has no peers: it is reached by rule, not by peering.
+func (c *compiler) mutualPeers(t string) []string {
+	if c.mutual == nil {
+		c.mutual = map[string][]string{}
+	}
+	if m, ok := c.mutual[t]; ok {
+		return m
+	}
+	out := []string{t}
+	if tt := c.tenants[t]; tt != nil && t != "" {
+		for _, q := range tt.Peers {
+			if q == t || q == "" {
+				continue
+			}
+			if tq := c.tenants[q]; tq != nil && slices.Contains(tq.Peers, t) {
+				out = append(out, q)
+			}
+		}
+	}
+	slices.Sort(out[1:])
+	out = slices.Compact(out)
+	c.mutual[t] = out
+	return out
+}

@@ -1,0 +1,62 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"testing"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestIPAMSubnets(t *testing.T) {
+	for _, tc := range []struct {
+		config string
+		want   []string
+	}{
+		{`{"type":"macvlan","ipam":{"type":"host-local","subnet":"192.168.1.0/24"}}`, []string{"192.168.1.0/24"}},
+		{`{"plugins":[{"type":"bridge","ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/16"}],[{"subnet":"fd00::/64"}]]}}]}`, []string{"10.1.0.0/16"}},
+		{`{"ipam":{"type":"loom-ipam","range":"192.168.60.0/24"}}`, []string{"192.168.60.0/24"}},
+		{`{"ipam":{"type":"static","addresses":[{"address":"10.9.9.5/24"}]}}`, []string{"10.9.9.0/24"}},
+		{`{"ipam":{"type":"whereabouts","range":" 10.5.0.0/16 "}}`, []string{"10.5.0.0/16"}},
+		{`{"type":"macvlan"}`, nil},
+		{`not json`, nil},
+	} {
+		var got []string
+		for _, p := range IPAMSubnets([]byte(tc.config)) {
+			got = append(got, p.String())
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("IPAMSubnets(%s) = %v, want %v", tc.config, got, tc.want)
+		}
+	}
+}
+
+func TestPodOf(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Labels: map[string]string{"app": "x"}, Annotations: map[string]string{
+			nadv1.NetworkStatusAnnot: `[{"name":"loom","interface":"eth0","ips":["10.244.1.2"],"default":true},
+			  {"name":"ns/mv","interface":"net1","ips":["192.168.1.5","fd00::5"]}]`,
+		}},
+		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Ports: []corev1.ContainerPort{
+			{Name: "http", ContainerPort: 8080}, {ContainerPort: 9000}, {Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
+		}}}},
+	}
+	p := podOf(pod)
+	got := fmt.Sprintf("%s %s %v %v", p.PodKey, p.Node, p.Ports, p.Endpoints)
+	want := fmt.Sprintf("ns/p n1 %v %v",
+		[]NamedPort{{"http", "TCP", 8080}, {"dns", "UDP", 53}},
+		[]Endpoint{{Network: Primary, Interface: "eth0", IPs: []netip.Addr{netip.MustParseAddr("10.244.1.2")}},
+			{Network: "ns/mv", Interface: "net1", IPs: []netip.Addr{netip.MustParseAddr("192.168.1.5")}}})
+	if got != want {
+		t.Errorf("podOf =\n %s\nwant\n %s", got, want)
+	}
+	// Before network-status is written, the status addresses stand for the primary network.
+	pod.Annotations = nil
+	pod.Status.PodIPs = []corev1.PodIP{{IP: "10.244.1.2"}}
+	if p = podOf(pod); len(p.Endpoints) != 1 || p.Endpoints[0].Network != Primary || p.Endpoints[0].IPs[0].String() != "10.244.1.2" {
+		t.Errorf("podOf without network-status: %+v", p.Endpoints)
+	}
+}

@@ -1,0 +1,190 @@
+package policy
+
+import (
+	"net/netip"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// NetworkID names a network a pod is attached to: Primary for Loom's own network, else the
+// "namespace/name" of a NetworkAttachmentDefinition.
+type NetworkID string
+
+// Primary is the pod's primary network.
+const Primary NetworkID = ""
+
+// PodKey names a pod.
+type PodKey struct {
+	Namespace string
+	Name      string
+}
+
+func (k PodKey) String() string { return k.Namespace + "/" + k.Name }
+
+// Snapshot is everything the engine knows about the cluster: Compile's whole input.
+type Snapshot struct {
+	// ClusterCIDR is the primary network's pod range: on the primary network an address in it
+	// is a pod (or a node's VTEP, listed in Hosts), anything else is outside the cluster.
+	ClusterCIDR netip.Prefix
+	// Hosts are node-owned addresses inside ClusterCIDR (VTEP addresses): host traffic, which
+	// every pod may exchange on the primary network, like the platform's.
+	Hosts      []netip.Addr
+	Tenants    []Tenant
+	Namespaces []Namespace
+	Networks   []Network
+	Pods       []Pod
+	Policies   []Policy
+}
+
+// Tenant is what policy needs of a tenant: its name, its peers, and the primary-network
+// blocks labelled for it (its pods' addresses are matched by prefix, not one by one).
+type Tenant struct {
+	Name   string
+	Peers  []string // tenants it names as peers; traffic flows only when both name each other
+	Blocks []netip.Prefix
+}
+
+// Namespace is a namespace with its labels and its tenant ("" for the platform).
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+	Tenant string
+}
+
+// Network is a secondary network: the subnets its IPAM hands out (from the NAD's ipam
+// configuration), so an address of a pod not yet known is still recognised as a pod's.
+type Network struct {
+	ID      NetworkID
+	Subnets []netip.Prefix
+}
+
+// Pod is a pod anywhere in the cluster, with the addresses of each of its attachments.
+type Pod struct {
+	PodKey
+	Node   string
+	Labels map[string]string
+	Tenant string // "" for the platform
+	// Ports are the pod's named container ports, for policies that name a port.
+	Ports     []NamedPort
+	Endpoints []Endpoint
+}
+
+// NamedPort is a container port with a name.
+type NamedPort struct {
+	Name     string
+	Protocol string // TCP, UDP or SCTP
+	Port     uint16
+}
+
+// Endpoint is one attachment of a pod.
+type Endpoint struct {
+	Network NetworkID
+	// Interface is the interface name inside the pod (eth0, net1…).
+	Interface string
+	// HostInterface is the host side of the primary network's veth; empty on secondaries.
+	HostInterface string
+	IPs           []netip.Addr
+}
+
+// PolicyKind tells a Kubernetes NetworkPolicy from a MultiNetworkPolicy.
+type PolicyKind string
+
+const (
+	KindNetworkPolicy      PolicyKind = "NetworkPolicy"
+	KindMultiNetworkPolicy PolicyKind = "MultiNetworkPolicy"
+)
+
+// Policy is a NetworkPolicy (on the primary network) or a MultiNetworkPolicy (on the networks
+// its policy-for annotation names), validated. Problems lists what could not be used; the
+// parts it names only ever narrow what the policy allows.
+//
+// Build a Policy with FromNetworkPolicy, FromMultiNetworkPolicy or ParseMultiNetworkPolicy and
+// treat it as immutable: they keep the validated form Compile uses next to Spec. A Policy
+// written by hand is validated by Compile on every call instead.
+type Policy struct {
+	Kind      PolicyKind
+	Namespace string
+	Name      string
+	Networks  []NetworkID
+	// Spec is the policy as written; for a MultiNetworkPolicy, the parts of it that could be
+	// decoded at all.
+	Spec     networkingv1.NetworkPolicySpec
+	Problems []string
+
+	valid *validPolicy // Spec validated; nil for a Policy written by hand
+}
+
+// Ruleset is what one node enforces: tenants and policies compiled for the pods on that node.
+type Ruleset struct {
+	// Host holds the rules for the local pods' primary endpoints, enforced on the host side of
+	// their veths.
+	Host Table
+	// Pods holds, for every local pod with secondary endpoints, the rules enforced inside its
+	// network namespace.
+	Pods map[PodKey]Table
+}
+
+// Table is one enforcement point: the address sets its rules refer to, and the rules of each
+// endpoint enforced there.
+type Table struct {
+	Sets      map[string]AddrSet
+	Endpoints []EndpointRules // sorted by Interface
+}
+
+// AddrSet is a named set of addresses and prefixes, sorted and without duplicates.
+type AddrSet struct {
+	Addrs    []netip.Addr
+	Prefixes []netip.Prefix
+}
+
+// EndpointRules are the rules for the traffic of one endpoint.
+type EndpointRules struct {
+	Pod     PodKey
+	Network NetworkID
+	// Interface is what the rules match on: the host side of the veth for the primary network,
+	// the interface inside the pod for a secondary one.
+	Interface string
+	Ingress   Direction // traffic to the endpoint; peer = source
+	Egress    Direction // traffic from the endpoint; peer = destination
+}
+
+// Direction is the rules for one direction of an endpoint's traffic, evaluated in order:
+// the tenant guard, then, if a policy isolates the endpoint, its rules.
+type Direction struct {
+	// Guard drops traffic whose peer is in the set Universe but not in the set Allowed: the
+	// tenant boundary. Empty Universe: no guard (the platform on the primary network).
+	Guard Guard
+	// Isolated is true when some policy selects the endpoint for this direction: only what
+	// one of Rules matches passes.
+	Isolated bool
+	Rules    []Rule
+}
+
+// Guard names the two sets of a tenant boundary.
+type Guard struct {
+	Universe string
+	Allowed  string
+}
+
+// Rule allows traffic with a peer on some ports.
+type Rule struct {
+	Peer  Peer
+	Ports []Port // empty: every port and protocol
+	// Policy is the "namespace/name" of the policy the rule comes from.
+	Policy string
+}
+
+// Peer is who a rule allows: everyone (Any), the members of a set, or a CIDR minus excepts.
+type Peer struct {
+	Any    bool
+	Set    string
+	CIDR   netip.Prefix
+	Except []netip.Prefix
+}
+
+// Port is a protocol with a port or a port range; Port 0 means every port of the protocol.
+type Port struct {
+	Protocol string // TCP, UDP or SCTP
+	Port     uint16
+	EndPort  uint16 // 0: just Port
+}
