@@ -54,6 +54,9 @@ type Config struct {
 	// namespace and from GlobalNamespaces.
 	NamespaceIsolation bool     `json:"namespaceIsolation,omitempty"`
 	GlobalNamespaces   []string `json:"globalNamespaces,omitempty"`
+	// Policy configures the policy engine, which enforces tenants, NetworkPolicies and
+	// MultiNetworkPolicies. It runs when PrimaryNetwork is set, unless disabled here.
+	Policy PolicyConfig `json:"policy,omitempty"`
 	// HealthAddress serves /healthz and /readyz.
 	HealthAddress string `json:"healthAddress,omitempty"`
 	// PodWait bounds how long an ADD waits for the pod to reach the informer cache before
@@ -62,6 +65,20 @@ type Config struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"logLevel,omitempty"`
 }
+
+// PolicyConfig configures the policy engine.
+type PolicyConfig struct {
+	// Disabled turns the engine off: no tenancy checks at ADD, no rules.
+	Disabled bool `json:"disabled,omitempty"`
+	// Nft is the nft binary; default "nft" from $PATH.
+	Nft string `json:"nft,omitempty"`
+	// VerifyInterval is how often the engine checks that the kernel still holds its rules,
+	// rewriting what someone changed; default 30s.
+	VerifyInterval Duration `json:"verifyInterval,omitempty"`
+}
+
+// PolicyEnabled reports whether loomd runs the policy engine.
+func (c Config) PolicyEnabled() bool { return c.PrimaryNetwork != nil && !c.Policy.Disabled }
 
 // Duration is a time.Duration written as "5s" in configuration files.
 type Duration struct{ time.Duration }
@@ -116,6 +133,10 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	def(&c.Socket, "/run/loom/loom.sock")
+	def(&c.Policy.Nft, "nft")
+	if c.Policy.VerifyInterval.Duration == 0 {
+		c.Policy.VerifyInterval.Duration = 30 * time.Second
+	}
 	def(&c.CNIConfDir, "/etc/cni/net.d")
 	def(&c.CNIConfName, "00-loom.conflist")
 	def(&c.CNIBinDir, "/opt/cni/bin")

@@ -18,6 +18,7 @@ import (
 	"github.com/loom-cni/loom/cniserver"
 	"github.com/loom-cni/loom/delegate"
 	"github.com/loom-cni/loom/delegate/npwg"
+	"github.com/loom-cni/loom/policy"
 )
 
 // Service answers the loom binary's CNI calls.
@@ -28,6 +29,8 @@ type Service struct {
 	annotator *Annotator
 	log       *slog.Logger
 	ready     atomic.Bool
+	tenancy   *Tenancy // nil: no tenancy checks
+	enforcer  Enforcer // nil: no policy engine
 }
 
 var _ cniserver.Handler = (*Service)(nil)
@@ -35,6 +38,12 @@ var _ cniserver.Handler = (*Service)(nil)
 // NewService wires the pieces of the CNI service together.
 func NewService(cluster *Cluster, resolver *npwg.Resolver, orch *delegate.Orchestrator, annotator *Annotator, log *slog.Logger) *Service {
 	return &Service{cluster: cluster, resolver: resolver, orch: orch, annotator: annotator, log: log}
+}
+
+// SetPolicy makes ADD check the pod's tenancy before it attaches anything, and put the pod's
+// rules in place before it returns.
+func (s *Service) SetPolicy(t *Tenancy, e Enforcer) {
+	s.tenancy, s.enforcer = t, e
 }
 
 // SetReady marks the service ready (or not) to serve ADDs; STATUS reports it.
@@ -121,10 +130,28 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request, pa podArgs) (
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
+	if s.tenancy != nil {
+		if err = s.tenancy.Check(pod, specs); err != nil {
+			return nil, tenancyError(err)
+		}
+	}
 	ref := delegate.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: delegate.PodUID(pod.UID)}
-	outcomes, err := s.orch.Add(ctx, ref, delegate.ContainerID(req.ContainerID), req.Netns, specs)
+	id := delegate.ContainerID(req.ContainerID)
+	outcomes, err := s.orch.Add(ctx, ref, id, req.Netns, specs)
 	if err != nil {
 		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("pod %s: %v", ref, err), "")
+	}
+	if s.enforcer != nil {
+		if err = s.enforcer.Admit(ctx, localPod(pod, id, req.Netns, outcomes)); err != nil {
+			// A pod whose rules are not in place must not run: take its networks back.
+			if derr := s.orch.Del(ctx, id, req.Netns, nil); derr != nil {
+				s.log.Error("release attachments of a pod whose rules failed", "namespace", pod.Namespace, "pod", pod.Name, "error", derr)
+			}
+			if rerr := s.enforcer.Release(ctx, req.ContainerID); rerr != nil {
+				s.log.Error("forget the rules of a pod that failed", "namespace", pod.Namespace, "pod", pod.Name, "error", rerr)
+			}
+			return nil, types.NewError(types.ErrInternal, fmt.Sprintf("pod %s: %v", ref, err), "")
+		}
 	}
 	if err = s.writeStatus(PodKey{pod.Namespace, pod.Name, pod.UID}, outcomes); err != nil {
 		// The pod is attached; a status we cannot build is worth a log line, not a failure.
@@ -207,7 +234,36 @@ func (s *Service) del(ctx context.Context, req *cniserver.Request, pa podArgs) e
 	if err := s.orch.Del(ctx, delegate.ContainerID(req.ContainerID), req.Netns, fallback); err != nil {
 		return types.NewError(types.ErrInternal, err.Error(), "")
 	}
+	if s.enforcer != nil {
+		// The pod's interfaces are gone; stale rules for them match nothing, so a failure
+		// here is logged and retried by the engine's next sync, never a failed DEL.
+		if err := s.enforcer.Release(ctx, req.ContainerID); err != nil {
+			s.log.Warn("remove a deleted pod's rules", "containerID", req.ContainerID, "error", err)
+		}
+	}
 	return nil
+}
+
+// RestorePolicy gives the policy engine every pod of the attachment ledger: after a restart,
+// and after GC released containers.
+func (s *Service) RestorePolicy(ctx context.Context) error {
+	if s.enforcer == nil {
+		return nil
+	}
+	recs, err := s.orch.Records()
+	if err != nil {
+		return err
+	}
+	var pods []policy.LocalPod
+	for _, rec := range recs {
+		p, err := recordPod(rec, s.cluster.CachedPod(rec.Pod.Namespace, rec.Pod.Name, ktypes.UID(rec.Pod.UID)))
+		if err != nil {
+			s.log.Warn("a ledger record without readable results gets no rules", "containerID", rec.ContainerID, "error", err)
+			continue
+		}
+		pods = append(pods, p)
+	}
+	return s.enforcer.Restore(ctx, pods)
 }
 
 // gc releases containers the runtime no longer lists and forwards GC to every delegate
@@ -223,6 +279,9 @@ func (s *Service) gc(ctx context.Context, req *cniserver.Request) error {
 	}
 	if err := s.orch.GC(ctx, valid, known); err != nil {
 		return types.NewError(types.ErrInternal, err.Error(), "")
+	}
+	if err := s.RestorePolicy(ctx); err != nil {
+		s.log.Warn("gc: drop the rules of collected pods", "error", err)
 	}
 	return nil
 }

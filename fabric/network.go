@@ -70,6 +70,7 @@ type Network struct {
 	dirty  chan struct{}
 
 	mu       sync.Mutex
+	poolFor  PoolFor
 	readyErr error
 	synced   bool
 }
@@ -88,9 +89,33 @@ func NewNetwork(s Settings, node string, kube kubernetes.Interface, dyn dynamic.
 	}
 }
 
+// PoolFor says which pool a namespace's pods draw from when it is not the default pool.
+type PoolFor func(namespace string, defaultPool ipam.Pool) ipam.Pool
+
+// SetPoolFor makes pods draw from the pools f chooses (a tenant's); without it every pod
+// draws from the default pool.
+func (n *Network) SetPoolFor(f PoolFor) {
+	n.mu.Lock()
+	n.poolFor = f
+	n.mu.Unlock()
+}
+
+// DefaultPool is the pool of the cluster CIDR that pods of no particular pool draw from.
+func (n *Network) DefaultPool() ipam.Pool { return n.pool }
+
+func (n *Network) poolOf(namespace string) ipam.Pool {
+	n.mu.Lock()
+	f := n.poolFor
+	n.mu.Unlock()
+	if f == nil {
+		return n.pool
+	}
+	return f(namespace, n.pool)
+}
+
 // Attachment returns the primary network's attachment. Its ADDs fail until Start is done.
 func (n *Network) Attachment() *Primary {
-	return NewPrimary(n.alloc, n.pool, n.podMTU, n.Ready, n.log)
+	return NewPrimary(n.alloc, n.poolOf, n.podMTU, n.Ready, n.log)
 }
 
 func (n *Network) podMTU() int {

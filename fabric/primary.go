@@ -30,7 +30,7 @@ type Allocator interface {
 // pool and a veth pair routed by the node. It holds no per-pod state.
 type Primary struct {
 	alloc Allocator
-	pool  ipam.Pool
+	pool  func(namespace string) ipam.Pool
 	mtu   func() int
 	ready func() error
 	log   *slog.Logger
@@ -42,9 +42,10 @@ var (
 	_ delegate.StatusReporter = (*Primary)(nil)
 )
 
-// NewPrimary returns the primary network's attachment. ready reports whether the node's
-// dataplane is up; ADD waits for nothing and fails while it is not.
-func NewPrimary(alloc Allocator, pool ipam.Pool, mtu func() int, ready func() error, log *slog.Logger) *Primary {
+// NewPrimary returns the primary network's attachment; pool says which pool a namespace's
+// pods draw from. ready reports whether the node's dataplane is up; ADD waits for nothing and
+// fails while it is not.
+func NewPrimary(alloc Allocator, pool func(namespace string) ipam.Pool, mtu func() int, ready func() error, log *slog.Logger) *Primary {
 	return &Primary{alloc: alloc, pool: pool, mtu: mtu, ready: ready, log: log}
 }
 
@@ -56,7 +57,7 @@ func (p *Primary) Add(ctx context.Context, c delegate.Call) (types.Result, error
 	}
 	owner := ipam.Owner{Kind: ipam.OwnerPod, Namespace: c.Pod.Namespace, Name: c.Pod.Name, UID: string(c.Pod.UID),
 		ContainerID: string(c.ContainerID), Ifname: c.Ifname}
-	addr, _, err := p.alloc.Allocate(ctx, p.pool, owner)
+	addr, _, err := p.alloc.Allocate(ctx, p.pool(c.Pod.Namespace), owner)
 	if err != nil {
 		return nil, err
 	}

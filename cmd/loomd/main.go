@@ -105,9 +105,10 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 		delegate.KindCNI: exec.New([]string{cfg.CNIBinDir}, cfg.CNICacheDir, nil),
 	}
 	var primary *fabric.Network
+	var settings fabric.Settings
 	if cfg.PrimaryNetwork != nil {
-		settings, verr := cfg.PrimaryNetwork.Validate()
-		if verr != nil {
+		var verr error
+		if settings, verr = cfg.PrimaryNetwork.Validate(); verr != nil {
 			return verr
 		}
 		primary = fabric.NewNetwork(settings, cfg.NodeName, kube, dyn, alloc, log)
@@ -132,6 +133,10 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	svc := daemon.NewService(cluster, resolver, orch, annotator, log)
 	go cluster.Run(ctx)
 	go annotator.Run(ctx, annotateWorkers)
+	var pol *policyState
+	if cfg.PolicyEnabled() {
+		pol = startPolicy(ctx, cfg, settings, primary, kube, dyn, nads, cluster, svc, log)
+	}
 	fab := &fabricState{}
 	go reconcileAddresses(ctx, alloc, orch, fab, log)
 
@@ -152,7 +157,7 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	}()
 	go func() { errc <- cniSrv.Serve(listener) }()
 	go func() { errc <- serve("health server", healthSrv.ListenAndServe()) }()
-	go becomeReady(ctx, cfg, func() error { return readiness(cluster, resolver, fab) }, svc, log)
+	go becomeReady(ctx, cfg, func() error { return readiness(cluster, resolver, fab, pol) }, svc, log)
 
 	select {
 	case <-ctx.Done():
@@ -218,11 +223,14 @@ func becomeReady(ctx context.Context, cfg daemon.Config, readiness func() error,
 	}
 }
 
-func readiness(cluster *daemon.Cluster, resolver *npwg.Resolver, fab *fabricState) error {
+func readiness(cluster *daemon.Cluster, resolver *npwg.Resolver, fab *fabricState, pol *policyState) error {
 	if !cluster.Synced() {
 		return errors.New("waiting for the pod and network caches to fill")
 	}
 	if err := fab.err(); err != nil {
+		return err
+	}
+	if err := pol.err(); err != nil {
 		return err
 	}
 	if _, err := resolver.DefaultNetwork(); err != nil {
