@@ -1,0 +1,358 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	nadlisters "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/listers/k8s.cni.cncf.io/v1"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/loom-cni/loom/delegate/npwg"
+	"github.com/loom-cni/loom/tenants"
+)
+
+// fixedDirectory serves one directory, and refuses namespaces it does not know as the
+// caches do once their wait is over.
+type fixedDirectory struct{ d *tenants.Directory }
+
+func (f fixedDirectory) directoryFor(_ context.Context, ns string) (*tenants.Directory, error) {
+	if !f.d.Known(ns) {
+		return nil, fmt.Errorf("namespace %s is not in the webhook's cache yet", ns)
+	}
+	return f.d, nil
+}
+
+func intPtr(v int) *int { return &v }
+
+// tenantObject is a Tenant selecting the namespaces labelled tenant=<name>.
+func tenantObject(name string, spec tenants.Spec) *tenants.Object {
+	if spec.NamespaceSelector == nil {
+		spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tenant": name}}
+	}
+	return &tenants.Object{ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1}, Spec: spec}
+}
+
+// fixtureTenants: a owns ta (VLANs 100-199, pool loom.dev/sriov_a with a quota of 2 VFs), b
+// owns tb; kube-system and plain are the platform's.
+func fixtureTenants() []*tenants.Object {
+	return []*tenants.Object{
+		tenantObject("a", tenants.Spec{VLANs: []string{"100-199"},
+			SRIOV: &tenants.SRIOVSpec{Pools: []string{"loom.dev/sriov_a"}, VFQuota: intPtr(2)}}),
+		tenantObject("b", tenants.Spec{}),
+	}
+}
+
+var fixtureNamespaces = map[string]map[string]string{
+	"ta": {"tenant": "a"}, "tb": {"tenant": "b"}, "kube-system": nil, "plain": nil,
+}
+
+func directoryOf(t *testing.T, objs []*tenants.Object, namespaces map[string]map[string]string) *tenants.Directory {
+	t.Helper()
+	var ts []tenants.Tenant
+	for _, o := range objs {
+		tn, problems := tenants.Parse(o)
+		if len(problems) > 0 {
+			t.Fatalf("fixture tenant %s: %v", o.Name, problems)
+		}
+		ts = append(ts, tn)
+	}
+	return tenants.NewDirectory(ts, namespaces)
+}
+
+func nad(ns, name, config string, annotations map[string]string) *nadv1.NetworkAttachmentDefinition {
+	return &nadv1.NetworkAttachmentDefinition{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "k8s.cni.cncf.io/v1", Kind: "NetworkAttachmentDefinition"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations},
+		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: config},
+	}
+}
+
+func macvlanVLAN(vlan int) string {
+	return fmt.Sprintf(`{"cniVersion":"1.0.0","type":"macvlan","master":"eth0","vlan":%d,"ipam":{}}`, vlan)
+}
+
+func nadLister(t *testing.T, nads ...*nadv1.NetworkAttachmentDefinition) nadlisters.NetworkAttachmentDefinitionLister {
+	t.Helper()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	for _, n := range nads {
+		if err := idx.Add(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nadlisters.NewNetworkAttachmentDefinitionLister(idx)
+}
+
+// fixtureAdmission decides with fixtureTenants and these NADs: ta/net-a (VLAN 150), ta/sriov-a
+// (pool loom.dev/sriov_a), tb/net-b, plain/shared and kube-system/alt.
+func fixtureAdmission(t *testing.T) *admission {
+	return &admission{
+		dirs: fixedDirectory{directoryOf(t, fixtureTenants(), fixtureNamespaces)},
+		nads: nadLister(t,
+			nad("ta", "net-a", macvlanVLAN(150), nil),
+			nad("ta", "sriov-a", `{"cniVersion":"1.0.0","type":"sriov"}`, map[string]string{tenants.ResourceNameAnnotation: "loom.dev/sriov_a"}),
+			nad("tb", "net-b", `{"cniVersion":"1.0.0","type":"bridge"}`, nil),
+			nad("plain", "shared", `{"cniVersion":"1.0.0","type":"bridge"}`, nil),
+			nad("kube-system", "alt", `{"cniVersion":"1.0.0","type":"bridge"}`, nil),
+		),
+		log: slog.New(slog.DiscardHandler),
+	}
+}
+
+type podOpt func(*corev1.Pod)
+
+func networks(v string) podOpt {
+	return func(p *corev1.Pod) { p.Annotations[nadv1.NetworkAttachmentAnnot] = v }
+}
+
+func annotation(k, v string) podOpt { return func(p *corev1.Pod) { p.Annotations[k] = v } }
+
+func netAdmin(p *corev1.Pod) {
+	p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
+		Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}
+}
+
+func vfs(n int64) podOpt {
+	return func(p *corev1.Pod) {
+		q := *resource.NewQuantity(n, resource.DecimalSI)
+		p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{"loom.dev/sriov_a": q}
+	}
+}
+
+func pod(ns, name string, opts ...podOpt) *corev1.Pod {
+	p := &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: map[string]string{}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}},
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+var (
+	podKind    = metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
+	nadKind    = metav1.GroupVersionKind{Group: "k8s.cni.cncf.io", Version: "v1", Kind: "NetworkAttachmentDefinition"}
+	tenantKind = metav1.GroupVersionKind{Group: "loom.dev", Version: "v1alpha1", Kind: "Tenant"}
+)
+
+// reviewOf is the AdmissionReview the API server sends about obj.
+func reviewOf(t *testing.T, kind metav1.GroupVersionKind, op admissionv1.Operation, ns string, obj any) []byte {
+	t.Helper()
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID: types.UID("req-" + t.Name()), Kind: kind, Operation: op, Namespace: ns,
+			Object: runtime.RawExtension{Raw: raw},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// post sends a review to the webhook's handler as the API server does and returns the
+// response it got back.
+func post(t *testing.T, h http.Handler, path string, body []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("POST %s: HTTP %d: %s", path, rec.Code, rec.Body)
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatalf("response is not an AdmissionReview: %v: %s", err, rec.Body)
+	}
+	if out.APIVersion != "admission.k8s.io/v1" || out.Kind != "AdmissionReview" || out.Response == nil {
+		t.Fatalf("response %s is not an admission.k8s.io/v1 AdmissionReview with a response", rec.Body)
+	}
+	if want := types.UID("req-" + t.Name()); out.Response.UID != want {
+		t.Errorf("response UID %q, want the request's %q", out.Response.UID, want)
+	}
+	return out.Response
+}
+
+// verdict is what a test expects of a response: allowed, or the code and the words its
+// message must hold.
+type verdict struct {
+	code int32 // 0: allowed
+	says []string
+}
+
+func (v verdict) check(t *testing.T, resp *admissionv1.AdmissionResponse) {
+	t.Helper()
+	if v.code == 0 {
+		if !resp.Allowed {
+			t.Fatalf("denied (%+v), want allowed", resp.Result)
+		}
+		return
+	}
+	if resp.Allowed || resp.Result == nil {
+		t.Fatalf("allowed, want denied with %d", v.code)
+	}
+	if resp.Result.Code != v.code {
+		t.Errorf("code %d, want %d (%s)", resp.Result.Code, v.code, resp.Result.Message)
+	}
+	for _, w := range v.says {
+		if !strings.Contains(resp.Result.Message, w) {
+			t.Errorf("message %q does not say %q", resp.Result.Message, w)
+		}
+	}
+}
+
+func TestAdmitPod(t *testing.T) {
+	h := webhookHandler(fixtureAdmission(t), slog.New(slog.DiscardHandler))
+	for _, tc := range []struct {
+		name string
+		op   admissionv1.Operation
+		pod  *corev1.Pod
+		want verdict
+	}{
+		{name: "platform pod without networks", pod: pod("plain", "p"), want: verdict{}},
+		{name: "platform pod on a platform network", pod: pod("plain", "p", networks("shared")), want: verdict{}},
+		{name: "platform pod whose annotation does not parse: CNI ADD reports it",
+			pod: pod("plain", "p", networks(`[{"name":`)), want: verdict{}},
+		{name: "platform pod on a tenant's network", pod: pod("plain", "p", networks("ta/net-a")),
+			want: verdict{403, []string{"plain/p", "ta/net-a", "tenant a"}}},
+		{name: "tenant pod on its own network", pod: pod("ta", "p", networks("net-a")), want: verdict{}},
+		{name: "tenant pod on its own network, JSON form", pod: pod("ta", "p", networks(`[{"name":"net-a","interface":"data0"}]`)), want: verdict{}},
+		{name: "tenant pod on a network not created yet: decided by namespace", pod: pod("ta", "p", networks("later")), want: verdict{}},
+		{name: "tenant pod on another tenant's network", pod: pod("ta", "p", networks("net-a, tb/net-b")),
+			want: verdict{403, []string{"ta/p", "tb/net-b", "belongs to namespace tb of tenant b"}}},
+		{name: "tenant pod on another tenant's network not created yet", pod: pod("ta", "p", networks("tb/later")),
+			want: verdict{403, []string{"ta/p", "tb/later", "tenant b"}}},
+		{name: "tenant pod on an unshared platform network", pod: pod("ta", "p", networks("plain/shared")),
+			want: verdict{403, []string{"ta/p", "plain/shared", "not shared"}}},
+		{name: "tenant pod whose annotation does not parse", pod: pod("ta", "p", networks(`[{"name":`)),
+			want: verdict{400, []string{"ta/p", nadv1.NetworkAttachmentAnnot}}},
+		{name: "tenant pod with NET_ADMIN", pod: pod("ta", "p", netAdmin),
+			want: verdict{403, []string{"ta/p", "NET_ADMIN", "tenant a"}}},
+		{name: "tenant pod on a platform default network", pod: pod("ta", "p", annotation(npwg.DefaultNetworkAnnot, "alt")),
+			want: verdict{403, []string{"ta/p", "kube-system/alt"}}},
+		{name: "tenant pod within its VF quota", pod: pod("ta", "p", networks("sriov-a"), vfs(2)), want: verdict{}},
+		{name: "tenant pod over its VF quota", pod: pod("ta", "p", networks("sriov-a"), vfs(3)),
+			want: verdict{403, []string{"ta/p", "3 SR-IOV VFs", "quota of 2"}}},
+		{name: "a name still to be generated", pod: func() *corev1.Pod {
+			p := pod("ta", "", networks("tb/net-b"))
+			p.GenerateName = "web-"
+			return p
+		}(), want: verdict{403, []string{"ta/web-", "tb/net-b"}}},
+		{name: "a namespace the caches have not seen", pod: pod("new", "p"),
+			want: verdict{503, []string{"new/p", "not in the webhook's cache"}}},
+		{name: "anything but a creation", op: admissionv1.Update, pod: pod("ta", "p", netAdmin), want: verdict{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			op := tc.op
+			if op == "" {
+				op = admissionv1.Create
+			}
+			tc.want.check(t, post(t, h, pathPods, reviewOf(t, podKind, op, tc.pod.Namespace, tc.pod)))
+		})
+	}
+}
+
+func TestAdmitNAD(t *testing.T) {
+	h := webhookHandler(fixtureAdmission(t), slog.New(slog.DiscardHandler))
+	for _, tc := range []struct {
+		name string
+		op   admissionv1.Operation
+		nad  *nadv1.NetworkAttachmentDefinition
+		want verdict
+	}{
+		{name: "tenant network on its VLANs", nad: nad("ta", "n", macvlanVLAN(199), nil), want: verdict{}},
+		{name: "tenant network off its VLANs", nad: nad("ta", "n", macvlanVLAN(300), nil),
+			want: verdict{403, []string{"ta/n", "VLAN 300", "100-199", "tenant a"}}},
+		{name: "tenant network updated off its VLANs", op: admissionv1.Update, nad: nad("ta", "n", macvlanVLAN(300), nil),
+			want: verdict{403, []string{"ta/n", "VLAN 300"}}},
+		{name: "tenant network on a pool not its own", nad: nad("ta", "n", `{"type":"sriov"}`, map[string]string{tenants.ResourceNameAnnotation: "loom.dev/sriov_b"}),
+			want: verdict{403, []string{"ta/n", "loom.dev/sriov_b"}}},
+		{name: "tenant network from a node's configuration file", nad: nad("ta", "n", "", nil),
+			want: verdict{403, []string{"ta/n", "spec.config"}}},
+		{name: "tenant without VLANs", nad: nad("tb", "n", macvlanVLAN(150), nil),
+			want: verdict{403, []string{"tb/n", "VLAN 150", "none"}}},
+		{name: "configuration that does not parse", nad: nad("ta", "n", `{"type":`, nil),
+			want: verdict{400, []string{"ta/n"}}},
+		{name: "VLAN that is no VLAN", nad: nad("plain", "n", `{"type":"macvlan","vlan":"ten"}`, nil),
+			want: verdict{400, []string{"plain/n", "vlan"}}},
+		{name: "platform network on any VLAN", nad: nad("plain", "n", macvlanVLAN(300), nil), want: verdict{}},
+		{name: "deletion", op: admissionv1.Delete, nad: nad("ta", "n", macvlanVLAN(300), nil), want: verdict{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			op := tc.op
+			if op == "" {
+				op = admissionv1.Create
+			}
+			tc.want.check(t, post(t, h, pathNADs, reviewOf(t, nadKind, op, tc.nad.Namespace, tc.nad)))
+		})
+	}
+}
+
+func TestAdmitTenant(t *testing.T) {
+	h := webhookHandler(fixtureAdmission(t), slog.New(slog.DiscardHandler))
+	for _, tc := range []struct {
+		name   string
+		tenant *tenants.Object
+		want   verdict
+	}{
+		{name: "valid", tenant: tenantObject("c", tenants.Spec{VLANs: []string{"200-299"}, Peers: []string{"a"}}), want: verdict{}},
+		{name: "VLAN out of range", tenant: tenantObject("c", tenants.Spec{VLANs: []string{"5000"}}),
+			want: verdict{422, []string{"Tenant c", "spec.vlans[0]", "5000"}}},
+		{name: "every problem listed", tenant: tenantObject("c", tenants.Spec{
+			NamespaceSelector: &metav1.LabelSelector{}, VLANs: []string{"10", "x"}, SharedNetworks: []string{"nope"}}),
+			want: verdict{422, []string{"spec.namespaceSelector", "spec.vlans[1]", "spec.sharedNetworks[0]"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := tc.tenant.ToUnstructured()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.want.check(t, post(t, h, pathTenants, reviewOf(t, tenantKind, admissionv1.Create, "", u)))
+		})
+	}
+}
+
+func TestReviewHandlerRefusesWhatIsNoReview(t *testing.T) {
+	h := webhookHandler(fixtureAdmission(t), slog.New(slog.DiscardHandler))
+	for _, tc := range []struct {
+		name, method, path, contentType, body string
+		code                                  int
+	}{
+		{"not JSON", http.MethodPost, pathPods, "application/json", "{", http.StatusBadRequest},
+		{"no request", http.MethodPost, pathPods, "application/json", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, http.StatusBadRequest},
+		{"wrong content type", http.MethodPost, pathPods, "text/plain", "{}", http.StatusUnsupportedMediaType},
+		{"GET", http.MethodGet, pathPods, "application/json", "", http.StatusMethodNotAllowed},
+		{"unknown path", http.MethodPost, "/validate/services", "application/json", "{}", http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", tc.contentType)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.code {
+				t.Errorf("HTTP %d, want %d: %s", rec.Code, tc.code, rec.Body)
+			}
+		})
+	}
+}
