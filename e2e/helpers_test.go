@@ -70,6 +70,7 @@ type podSpec struct {
 	node        string // empty: the scheduler picks
 	networks    string // k8s.v1.cni.cncf.io/networks
 	annotations map[string]string
+	labels      map[string]string
 	unmanaged   bool // the runtime leaves its networking to the test
 }
 
@@ -86,7 +87,7 @@ func (e *env) pod(p podSpec) *corev1.Pod {
 		ann[podruntime.UnmanagedAnnotation] = "true"
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: e.ns, Annotations: ann},
+		ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: e.ns, Annotations: ann, Labels: p.labels},
 		Spec: corev1.PodSpec{
 			NodeName:   p.node,
 			Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}},

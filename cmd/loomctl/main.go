@@ -38,6 +38,7 @@ func newRootCommand(getenv func(string) string) *cobra.Command {
 	}
 	root.AddCommand(
 		newSimCommand(getenv),
+		newConnectivityCommand(getenv),
 	)
 	return root
 }

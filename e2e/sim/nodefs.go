@@ -191,7 +191,7 @@ func loomdConfig(st state, l layout, n Node) ([]byte, error) {
 		"kubeconfig": l.kubeconfig(),
 	}
 	if mode := st.Options.Mode; mode.loomNetwork() {
-		primary := map[string]any{"mode": string(mode), "clusterCIDR": clusterCIDR}
+		primary := map[string]any{"mode": string(mode), "clusterCIDR": ClusterCIDR}
 		if mode == ModeBGP {
 			primary["bgp"] = map[string]any{
 				"asn":   routerASN,

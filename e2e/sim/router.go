@@ -41,8 +41,8 @@ import (
 const (
 	// routerASN is the AS of the router and of every node in ModeBGP.
 	routerASN = 64512
-	// clusterCIDR is what Loom's IPAM carves the nodes' pod address blocks from.
-	clusterCIDR = "10.244.0.0/16"
+	// ClusterCIDR is what Loom's IPAM carves the nodes' pod address blocks from.
+	ClusterCIDR = "10.244.0.0/16"
 )
 
 var (

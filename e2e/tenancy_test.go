@@ -1,0 +1,463 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/loom-cni/loom/e2e/sim"
+	"github.com/loom-cni/loom/e2e/sim/simtest"
+	"github.com/loom-cni/loom/fabric/ipam"
+	"github.com/loom-cni/loom/policy"
+	"github.com/loom-cni/loom/tenants"
+)
+
+// The tenancy suite: two tenants and the platform, every pod on the primary network and on a
+// macvlan network the tenants share. What each pod can reach must be exactly what the
+// tenants and policies say, tried with real packets.
+
+const (
+	nsA, nsB, nsPlat = "ten-a", "ten-b", "ten-plat"
+	sharedNet        = nsPlat + "/shared"
+	tenantAPool      = "10.244.240.0/20"
+)
+
+type tpod struct {
+	ns, name, tenant, node string
+	addr                   map[string]string // network ("primary", "shared") → address
+}
+
+type tenancyEnv struct {
+	t    *testing.T
+	c    *sim.Cluster
+	ctx  context.Context
+	dyn  dynamic.Interface
+	envs map[string]*env
+	pods []*tpod
+}
+
+func TestTenancy(t *testing.T) {
+	c := simtest.Start(t, func(o *sim.Options) {
+		// node1 and node2 share underlay subnet A, which the macvlan network spans.
+		o.Nodes = 3
+		// A test waits seconds, not the half minute a node waits, for hand-deleted rules to return.
+		o.LoomdConfig = map[string]any{"policy": map[string]any{"verifyInterval": "2s"}}
+	})
+	dyn, err := dynamic.NewForConfig(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	te := &tenancyEnv{t: t, c: c, ctx: context.Background(), dyn: dyn, envs: map[string]*env{}}
+	te.setUp()
+	steps := []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"TenantPoolAddresses", te.testTenantPool},
+		{"DefaultMatrix", func(t *testing.T) { te.checkMatrix(t, te.tenantsOnly) }},
+		{"LoomctlConnectivityAgrees", te.testLoomctlConnectivity},
+		{"NetworkPolicyOnPrimary", te.testNetworkPolicy},
+		{"MultiNetworkPolicyOnShared", te.testMultiNetworkPolicy},
+		{"PeersBothWays", te.testPeers},
+		{"ADDRejectsWhatAdmissionMissed", te.testADDDenial},
+		{"RulesRepairedAndKeptAcrossRestart", te.testRepairAndRestart},
+	}
+	for _, s := range steps {
+		if !t.Run(s.name, s.f) {
+			t.Logf("%s failed; the cluster's state may affect the steps after it", s.name)
+		}
+	}
+}
+
+func (te *tenancyEnv) setUp() {
+	t := te.t
+	for _, ns := range []string{nsA, nsB, nsPlat} {
+		te.envs[ns] = newEnv(t, te.c, ns)
+	}
+	for ns, tenant := range map[string]string{nsA: "a", nsB: "b"} {
+		patch := fmt.Sprintf(`{"metadata":{"labels":{"loom-e2e/tenant":%q}}}`, tenant)
+		if _, err := te.c.Client().CoreV1().Namespaces().Patch(te.ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	te.tenant("a", map[string]any{"addressPools": []any{map[string]any{"name": "main", "cidr": tenantAPool, "blockSize": 28}}})
+	te.tenant("b", nil)
+	te.envs[nsPlat].nad("shared", `{"cniVersion":"1.0.0","type":"macvlan","master":"eth0","mode":"bridge",
+	  "ipam":{"type":"loom-ipam","range":"192.168.70.0/24","blockSize":28}}`)
+	te.pods = []*tpod{
+		{ns: nsA, name: "a1", tenant: "a", node: "node1"},
+		{ns: nsA, name: "a2", tenant: "a", node: "node2"},
+		{ns: nsB, name: "b1", tenant: "b", node: "node1"},
+		{ns: nsB, name: "b2", tenant: "b", node: "node2"},
+		{ns: nsPlat, name: "p1", node: "node2"},
+	}
+	for _, p := range te.pods {
+		te.envs[p.ns].pod(podSpec{name: p.name, node: p.node, networks: sharedNet, labels: map[string]string{"app": p.name}})
+	}
+	for _, p := range te.pods {
+		e := te.envs[p.ns]
+		e.running(p.name)
+		p.addr = map[string]string{}
+		for _, st := range e.status(p.name) {
+			if len(st.IPs) == 0 {
+				continue
+			}
+			if st.Default {
+				p.addr["primary"] = st.IPs[0]
+			} else if st.Name == sharedNet {
+				p.addr["shared"] = st.IPs[0]
+			}
+		}
+		if p.addr["primary"] == "" || p.addr["shared"] == "" {
+			t.Fatalf("pod %s/%s: addresses %v, want one on the primary network and one on %s", p.ns, p.name, p.addr, sharedNet)
+		}
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{"a", "b"} {
+			te.dyn.Resource(tenants.GVR).Delete(context.Background(), name, metav1.DeleteOptions{})
+		}
+	})
+}
+
+// tenant creates (or replaces the spec of) a Tenant selecting the namespaces labelled with
+// its name, sharing the platform's macvlan network.
+func (te *tenancyEnv) tenant(name string, extra map[string]any) {
+	te.t.Helper()
+	spec := map[string]any{
+		"namespaceSelector": map[string]any{"matchLabels": map[string]any{"loom-e2e/tenant": name}},
+		"sharedNetworks":    []any{sharedNet},
+	}
+	for k, v := range extra {
+		spec[k] = v
+	}
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "loom.dev/v1alpha1", "kind": "Tenant",
+		"metadata": map[string]any{"name": name}, "spec": spec,
+	}}
+	res := te.dyn.Resource(tenants.GVR)
+	cur, err := res.Get(te.ctx, name, metav1.GetOptions{})
+	if err == nil {
+		obj.SetResourceVersion(cur.GetResourceVersion())
+		_, err = res.Update(te.ctx, obj, metav1.UpdateOptions{})
+	} else {
+		_, err = res.Create(te.ctx, obj, metav1.CreateOptions{})
+	}
+	if err != nil {
+		te.t.Fatalf("write Tenant %s: %v", name, err)
+	}
+}
+
+// tenantsOnly is the default rule: same tenant, or the platform on the primary network.
+func (te *tenancyEnv) tenantsOnly(from, to *tpod, network string) bool {
+	if from.tenant == to.tenant {
+		return true
+	}
+	return network == "primary" && (from.tenant == "" || to.tenant == "")
+}
+
+// checkMatrix pings every pod from every other pod on both networks and compares with want.
+// Rules reach remote nodes within moments, so a mismatch is tried again for a while before
+// it counts.
+func (te *tenancyEnv) checkMatrix(t *testing.T, want func(from, to *tpod, network string) bool) {
+	t.Helper()
+	type probe struct {
+		from, to *tpod
+		network  string
+	}
+	var probes []probe
+	for _, from := range te.pods {
+		for _, to := range te.pods {
+			if from == to {
+				continue
+			}
+			for _, n := range []string{"primary", "shared"} {
+				probes = append(probes, probe{from, to, n})
+			}
+		}
+	}
+	got := map[probe]bool{}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, p := range probes {
+			if v, ok := got[p]; ok && v == want(p.from, p.to, p.network) {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := te.c.PodExec(te.ctx, p.from.ns, p.from.name, "ping", "-n", "-c", "1", "-W", "1", p.to.addr[p.network])
+				mu.Lock()
+				got[p] = err == nil
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		var wrong []string
+		for _, p := range probes {
+			if got[p] != want(p.from, p.to, p.network) {
+				wrong = append(wrong, fmt.Sprintf("%s → %s on %s: reached=%v, policy says %v", p.from.name, p.to.name, p.network, got[p], want(p.from, p.to, p.network)))
+			}
+		}
+		if len(wrong) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			sort.Strings(wrong)
+			t.Errorf("connectivity differs from the policy:\n  %s\n%s", strings.Join(wrong, "\n  "), te.matrix(func(from, to *tpod, n string) bool { return got[probe{from, to, n}] }))
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// matrix prints who reaches whom on each network.
+func (te *tenancyEnv) matrix(reach func(from, to *tpod, network string) bool) string {
+	var b strings.Builder
+	for _, n := range []string{"primary", "shared"} {
+		fmt.Fprintf(&b, "%s (row reaches column):\n%6s", n, "")
+		for _, to := range te.pods {
+			fmt.Fprintf(&b, "%4s", to.name)
+		}
+		b.WriteString("\n")
+		for _, from := range te.pods {
+			fmt.Fprintf(&b, "%6s", from.name)
+			for _, to := range te.pods {
+				mark := "-"
+				if from == to {
+					mark = " "
+				} else if reach(from, to, n) {
+					mark = "✓"
+				}
+				fmt.Fprintf(&b, "%4s", mark)
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+func (te *tenancyEnv) pod(name string) *tpod {
+	for _, p := range te.pods {
+		if p.name == name {
+			return p
+		}
+	}
+	te.t.Fatalf("no pod %s", name)
+	return nil
+}
+
+// testTenantPool: tenant a's pods draw primary addresses from a's pool, in blocks labelled a.
+func (te *tenancyEnv) testTenantPool(t *testing.T) {
+	pool := netip.MustParsePrefix(tenantAPool)
+	for _, name := range []string{"a1", "a2"} {
+		if a := netip.MustParseAddr(te.pod(name).addr["primary"]); !pool.Contains(a) {
+			t.Errorf("pod %s got %s, want an address of tenant a's pool %s", name, a, pool)
+		}
+	}
+	for _, name := range []string{"b1", "p1"} {
+		if a := netip.MustParseAddr(te.pod(name).addr["primary"]); pool.Contains(a) {
+			t.Errorf("pod %s of another tenant got %s inside tenant a's pool %s", name, a, pool)
+		}
+	}
+	labelled := 0
+	for _, b := range listIPBlocks(t, te.c) {
+		inPool := pool.Contains(netip.MustParsePrefix(b.Spec.CIDR).Addr())
+		if inPool != (b.Labels[ipam.LabelTenant] == "a") {
+			t.Errorf("IPBlock %s (%s) has tenant label %q", b.Name, b.Spec.CIDR, b.Labels[ipam.LabelTenant])
+		}
+		if inPool {
+			labelled++
+		}
+	}
+	if labelled != 2 {
+		t.Errorf("%d IPBlocks of tenant a's pool, want one per node (2)", labelled)
+	}
+}
+
+// testNetworkPolicy: a NetworkPolicy isolating a2's ingress narrows the primary network only,
+// and removing it restores the default.
+func (te *tenancyEnv) testNetworkPolicy(t *testing.T) {
+	nps := te.c.Client().NetworkingV1().NetworkPolicies(nsA)
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "a2-from-a1-tcp-only"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "a2"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "a1"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: ptr(corev1.ProtocolTCP)}},
+			}},
+		},
+	}
+	if _, err := nps.Create(te.ctx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// ICMP to a2 on the primary network now passes from nobody (the rule allows TCP from a1).
+	te.checkMatrix(t, func(from, to *tpod, n string) bool {
+		if n == "primary" && to.name == "a2" {
+			return false
+		}
+		return te.tenantsOnly(from, to, n)
+	})
+	if err := nps.Delete(te.ctx, np.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	te.checkMatrix(t, te.tenantsOnly)
+}
+
+// testMultiNetworkPolicy: a MultiNetworkPolicy for the shared network isolates a1's ingress
+// there and leaves the primary network alone.
+func (te *tenancyEnv) testMultiNetworkPolicy(t *testing.T) {
+	res := te.dyn.Resource(policy.MultiNetworkPolicyGVR).Namespace(nsA)
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "k8s.cni.cncf.io/v1beta1", "kind": "MultiNetworkPolicy",
+		"metadata": map[string]any{"name": "a1-shared-closed", "annotations": map[string]any{"k8s.v1.cni.cncf.io/policy-for": sharedNet}},
+		"spec": map[string]any{
+			"podSelector": map[string]any{"matchLabels": map[string]any{"app": "a1"}},
+			"policyTypes": []any{"Ingress"},
+		},
+	}}
+	if _, err := res.Create(te.ctx, obj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	te.checkMatrix(t, func(from, to *tpod, n string) bool {
+		if n == "shared" && to.name == "a1" {
+			return false
+		}
+		return te.tenantsOnly(from, to, n)
+	})
+	if err := res.Delete(te.ctx, "a1-shared-closed", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	te.checkMatrix(t, te.tenantsOnly)
+}
+
+// testPeers: tenants that name each other as peers reach each other on every network; one
+// naming the other is not enough.
+func (te *tenancyEnv) testPeers(t *testing.T) {
+	pool := map[string]any{"addressPools": []any{map[string]any{"name": "main", "cidr": tenantAPool, "blockSize": 28}}}
+	withPeer := func(peer string, m map[string]any) map[string]any {
+		out := map[string]any{"peers": []any{peer}}
+		for k, v := range m {
+			out[k] = v
+		}
+		return out
+	}
+	te.tenant("a", withPeer("b", pool))
+	te.checkMatrix(t, te.tenantsOnly)
+	te.tenant("b", withPeer("a", nil))
+	te.checkMatrix(t, func(from, to *tpod, n string) bool {
+		if from.tenant != "" && to.tenant != "" {
+			return true
+		}
+		return te.tenantsOnly(from, to, n)
+	})
+	te.tenant("a", pool)
+	te.tenant("b", nil)
+	te.checkMatrix(t, te.tenantsOnly)
+}
+
+// testADDDenial: a platform pod in kube-system (which the webhook leaves alone) asking for a
+// tenant's network is refused by the CNI ADD, with a message naming the pod, the network and
+// the rule, and leaves nothing behind.
+func (te *tenancyEnv) testADDDenial(t *testing.T) {
+	te.envs[nsA].nad("private", `{"cniVersion":"1.0.0","type":"macvlan","master":"eth0","mode":"bridge",
+	  "ipam":{"type":"host-local","subnet":"192.168.71.0/24"}}`)
+	sys := &env{t: t, c: te.c, ns: "kube-system", ctx: te.ctx, nads: te.envs[nsA].nads}
+	sys.pod(podSpec{name: "sneaky", node: "node1", networks: nsA + "/private"})
+	defer sys.deletePod("sneaky")
+	p := sys.failed("sneaky")
+	msg := podMessage(p)
+	for _, want := range []string{"kube-system/sneaky", nsA + "/private", "tenant"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("failure message %q does not mention %q", msg, want)
+		}
+	}
+}
+
+// testRepairAndRestart: rules deleted by hand come back, and a restarted loomd keeps them.
+func (te *tenancyEnv) testRepairAndRestart(t *testing.T) {
+	if out, err := te.c.NodeExec(te.ctx, "node1", "nft", "delete", "table", "inet", "loom"); err != nil {
+		t.Fatalf("delete node1's table: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := te.c.NodeExec(te.ctx, "node1", "nft", "list", "table", "inet", "loom"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node1's loomd did not restore its table")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	te.checkMatrix(t, te.tenantsOnly)
+	if err := te.c.StopLoomd("node1"); err != nil {
+		t.Fatal(err)
+	}
+	// loomd is down: its rules stay in the kernel.
+	te.checkMatrix(t, te.tenantsOnly)
+	if err := te.c.StartLoomd(te.ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	te.checkMatrix(t, te.tenantsOnly)
+}
+
+// testLoomctlConnectivity: `loomctl connectivity` tries the same pairs, finds them all as the
+// policy says, and reports a pair the rules get wrong.
+func (te *tenancyEnv) testLoomctlConnectivity(t *testing.T) {
+	loomctl := filepath.Join(te.c.Options().BinDir, "loomctl")
+	run := func() (string, error) {
+		cmd := exec.CommandContext(te.ctx, loomctl, "connectivity", "--dir", te.c.Dir(), "-n", nsA+","+nsB+","+nsPlat)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run()
+	if err != nil {
+		t.Fatalf("loomctl connectivity: %v\n%s", err, out)
+	}
+	// 5 pods, each pair on the primary network and on the shared one.
+	if !strings.Contains(out, "40 connections tried: every one matches the policy") {
+		t.Errorf("loomctl connectivity output:\n%s", out)
+	}
+	t.Logf("loomctl connectivity:\n%s", out)
+
+	// Someone opens node1's forwarding to everything by hand: loomctl sees the leaks and fails.
+	if o, herr := te.c.NodeExec(te.ctx, "node1", "nft", "insert", "rule", "inet", "loom", "forward", "accept"); herr != nil {
+		t.Fatalf("insert a rule by hand: %v: %s", herr, o)
+	}
+	out, err = run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "LEAK") {
+		t.Errorf("loomctl connectivity with a hand-made hole: %v, want exit status 1 and a LEAK:\n%s", err, out)
+	}
+	// The engine repairs the table; loomctl agrees again.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if out, err = run(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("loomctl connectivity still differs after the repair: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
