@@ -10,17 +10,29 @@
 #   3. The primary network (e2e/fabricbench), one three-node cluster per mode, up, measured,
 #      down: pod-to-pod throughput and latency against a veth pair made for the purpose, and
 #      how fast node1's loomd routes the blocks of 1,000 simulated nodes.
+#   4. Policy (e2e/policybench), no cluster: with 1,000 tenants and 10,000 pods known, pod-to-pod
+#      throughput and latency through a node's compiled table against no table, the time to
+#      admit and release one pod, and a full resync of the node's rules.
 #
 # BENCH_KEEP=1 leaves the clusters running (and the working directory in place).
+# BENCH_ONLY=policy,fabric runs only the sections named: micro, cni, fabric, policy.
 set -euo pipefail
+
+only=${BENCH_ONLY:-}
+for section in ${only//,/ }; do
+  case $section in
+    micro | cni | fabric | policy) ;;
+    *) echo "BENCH_ONLY names $section: want micro, cni, fabric or policy" >&2; exit 2 ;;
+  esac
+done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/bin
-kubectl=${LOOM_KUBECTL:?LOOM_KUBECTL names kubectl (the Makefile sets it)}
 work=$(mktemp -d /tmp/loom-bench.XXXXXX)
 results=$work/results
-# The datapath baseline's network namespaces carry this prefix, so that the exit trap
-# removes them even if fabricbench is killed before it can.
+touch "$results"
+# The network namespaces fabricbench and policybench make for themselves carry this prefix,
+# so that the exit trap removes them even if a benchmark is killed before it can.
 netns_prefix=loomb-$$-
 clusters=()
 
@@ -43,6 +55,9 @@ trap cleanup EXIT
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# selected SECTION says whether the section runs: every one does unless BENCH_ONLY is set.
+selected() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+
 # up DIR MODE NODES starts a cluster; down DIR stops it unless BENCH_KEEP is set. What they
 # say goes to DIR.log.
 up() {
@@ -58,15 +73,19 @@ down() {
   [ -n "${BENCH_KEEP:-}" ] || "$bin/loomctl" sim down --dir "$1" >>"$1.log" 2>&1
 }
 
-say "Go micro-benchmarks (ledger, network resolution)"
-(cd "$root" && go test -run '^$' -bench . -benchmem ./delegate/ ./delegate/npwg/) | grep -E '^(Benchmark|ok)'
+if selected micro; then
+  say "Go micro-benchmarks (ledger, network resolution)"
+  (cd "$root" && go test -run '^$' -bench . -benchmem ./delegate/ ./delegate/npwg/) | grep -E '^(Benchmark|ok)'
+fi
 
-say "CNI overhead: a pod with the default network + 2 macvlan attachments, loom vs the bare delegates"
-start=$SECONDS
-up "$work/bridge" bridge 1
-"$kubectl" create namespace bench >/dev/null
-for i in 1 2; do
-  cat <<YAML
+if selected cni; then
+  kubectl=${LOOM_KUBECTL:?LOOM_KUBECTL names kubectl (the Makefile sets it)}
+  say "CNI overhead: a pod with the default network + 2 macvlan attachments, loom vs the bare delegates"
+  start=$SECONDS
+  up "$work/bridge" bridge 1
+  "$kubectl" create namespace bench >/dev/null
+  for i in 1 2; do
+    cat <<YAML
 apiVersion: k8s.cni.cncf.io/v1
 kind: NetworkAttachmentDefinition
 metadata: {name: bench-mv$i, namespace: bench}
@@ -74,9 +93,9 @@ spec:
   config: '{"cniVersion":"1.1.0","type":"macvlan","master":"eth0","mode":"bridge","ipam":{"type":"host-local","ranges":[[{"subnet":"172.29.$i.0/24"}]]}}'
 ---
 YAML
-done | "$kubectl" apply -f - >/dev/null
-for i in $(seq 0 19); do
-  cat <<YAML
+  done | "$kubectl" apply -f - >/dev/null
+  for i in $(seq 0 19); do
+    cat <<YAML
 apiVersion: v1
 kind: Pod
 metadata:
@@ -86,36 +105,50 @@ metadata:
 spec: {nodeName: node1, containers: [{name: app, image: registry.k8s.io/pause:3.10}]}
 ---
 YAML
-done | "$kubectl" apply -f - >/dev/null
-pods=$("$kubectl" get pods -n bench -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}/{.metadata.uid},{end}')
-"$bin/loomctl" sim node-exec --dir "$work/bridge" node1 -- "$bin/cnibench" -pods "$pods" -n "${BENCH_ITERATIONS:-40}" | tee -a "$results"
-down "$work/bridge"
-echo "($((SECONDS - start)) s)" >&2
+  done | "$kubectl" apply -f - >/dev/null
+  pods=$("$kubectl" get pods -n bench -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}/{.metadata.uid},{end}')
+  "$bin/loomctl" sim node-exec --dir "$work/bridge" node1 -- "$bin/cnibench" -pods "$pods" -n "${BENCH_ITERATIONS:-40}" | tee -a "$results"
+  down "$work/bridge"
+  echo "($((SECONDS - start)) s)" >&2
+fi
 
-# The primary network in each of Loom's modes: the paths from a pod on node1 to a pod on
-# node1 (same node), node2 (same underlay subnet) and, in vxlan-crosssubnet, node3 (the other
-# subnet, behind the router). -reference also measures the underlay itself between the nodes
-# named, to tell the simulation's share of a cross-node path from Loom's.
-datapath_start=$SECONDS
-routes_time=0
-for mode in vxlan bgp vxlan-crosssubnet; do
-  case $mode in
-    vxlan) to=node1,node2 reference=node2 ;;
-    bgp) to=node2 reference= ;;
-    vxlan-crosssubnet) to=node2,node3 reference=node3 ;;
-  esac
-  say "Primary network, mode $mode: datapath from node1 to $to"
-  up "$work/$mode" "$mode" 3
-  "$bin/fabricbench" datapath -dir "$work/$mode" -to "$to" -reference "$reference" -prefix "$netns_prefix" | tee -a "$results"
-  if [ "$mode" != vxlan-crosssubnet ]; then
-    say "Primary network, mode $mode: node1's loomd and 1,000 simulated nodes"
-    routes_start=$SECONDS
-    "$bin/fabricbench" routes -dir "$work/$mode" -nodes 1000 | tee -a "$results"
-    routes_time=$((routes_time + SECONDS - routes_start))
-  fi
-  down "$work/$mode"
-done
-echo "(datapath $((SECONDS - datapath_start - routes_time)) s, control plane $routes_time s)" >&2
+if selected fabric; then
+  # The primary network in each of Loom's modes: the paths from a pod on node1 to a pod on
+  # node1 (same node), node2 (same underlay subnet) and, in vxlan-crosssubnet, node3 (the other
+  # subnet, behind the router). -reference also measures the underlay itself between the nodes
+  # named, to tell the simulation's share of a cross-node path from Loom's.
+  datapath_start=$SECONDS
+  routes_time=0
+  for mode in vxlan bgp vxlan-crosssubnet; do
+    case $mode in
+      vxlan) to=node1,node2 reference=node2 ;;
+      bgp) to=node2 reference= ;;
+      vxlan-crosssubnet) to=node2,node3 reference=node3 ;;
+    esac
+    say "Primary network, mode $mode: datapath from node1 to $to"
+    up "$work/$mode" "$mode" 3
+    "$bin/fabricbench" datapath -dir "$work/$mode" -to "$to" -reference "$reference" -prefix "$netns_prefix" | tee -a "$results"
+    if [ "$mode" != vxlan-crosssubnet ]; then
+      say "Primary network, mode $mode: node1's loomd and 1,000 simulated nodes"
+      routes_start=$SECONDS
+      "$bin/fabricbench" routes -dir "$work/$mode" -nodes 1000 | tee -a "$results"
+      routes_time=$((routes_time + SECONDS - routes_start))
+    fi
+    down "$work/$mode"
+  done
+  echo "(datapath $((SECONDS - datapath_start - routes_time)) s, control plane $routes_time s)" >&2
+fi
+
+# Policy needs no cluster: policybench makes its own node and pod namespaces, and a made-up
+# cluster of 1,000 tenants and 10,000 pods for the engine to know.
+if selected policy; then
+  policy_start=$SECONDS
+  say "Policy: pod-to-pod traffic through a node's table, 10,000 pods known, against no table"
+  "$bin/policybench" datapath -prefix "$netns_prefix" | tee -a "$results"
+  say "Policy: one pod admitted and released, and a full resync, 10,000 pods known"
+  "$bin/policybench" apply -prefix "$netns_prefix" | tee -a "$results"
+  echo "(policy $((SECONDS - policy_start)) s)" >&2
+fi
 
 say "Verdicts (total $SECONDS s)"
 grep '^BENCH ' "$results"

@@ -69,6 +69,29 @@ if [[ $mode == bgp ]]; then
   check "outside the cluster, route from the router's BGP" demo/delta "$external"
 fi
 
+if [[ $mode != bridge ]]; then
+  say "Tenants (examples/demo/tenants.yaml): acme and globex; demo is the platform"
+  run "$kubectl" apply -f "$root/examples/demo/tenants.yaml"
+  run "$kubectl" wait --for=condition=Ready pod --all -n acme --timeout=90s
+  run "$kubectl" wait --for=condition=Ready pod --all -n globex --timeout=90s
+  say "The admission webhook refuses an acme pod on globex's network"
+  if "$kubectl" run intruder -n acme --image=registry.k8s.io/pause:3.10 \
+      --overrides='{"metadata":{"annotations":{"k8s.v1.cni.cncf.io/networks":"globex/lan"}}}' 2>&1; then
+    echo "  FAIL  the pod was admitted"
+    fail=1
+  fi
+  say "Who reaches whom: every pod pair on every network, against the tenants' rules"
+  # Rules reach the other nodes within moments of a pod's start.
+  for try in 1 2 3 4 5; do
+    if "$loomctl" connectivity --dir "$dir" -n acme,globex >"$dir/connectivity.txt" 2>&1; then
+      break
+    fi
+    sleep 2
+  done
+  cat "$dir/connectivity.txt"
+  grep -q "every one matches the policy" "$dir/connectivity.txt" || fail=1
+fi
+
 say "Explore"
 cat <<MSG
   export KUBECONFIG=$KUBECONFIG
@@ -77,6 +100,8 @@ cat <<MSG
   $kubectl get net-attach-def -n demo
   $loomctl sim exec --dir $dir demo/alpha -- ip route
   $loomctl sim node-exec --dir $dir node1 -- ip route
+  $loomctl connectivity --dir $dir -n acme,globex      # tenants: who reaches whom
+  $loomctl sim node-exec --dir $dir node1 -- nft list table inet loom   # the rules
 MSG
 if [[ $mode == bgp ]]; then
   echo "  $loomctl sim birdc --dir $dir show route   # the route reflector in the router"

@@ -51,6 +51,7 @@ type Engine struct {
 	mu    sync.Mutex
 	local map[string]LocalPod // by container ID
 	host  *Applier
+	hostC SetCache
 	pods  map[PodKey]*podPoint
 	stats Stats
 }
@@ -59,6 +60,7 @@ type Engine struct {
 type podPoint struct {
 	netns   string
 	applier *Applier
+	cache   SetCache
 	applied *NftTable
 }
 
@@ -190,7 +192,7 @@ func (e *Engine) repair(ctx context.Context) {
 func (e *Engine) sync(ctx context.Context) error {
 	start := time.Now()
 	rs := Compile(e.snapshot(), e.node)
-	host := Render(rs.Host, HostTable)
+	host := e.hostC.Render(rs.Host, HostTable)
 	err := e.host.Apply(ctx, host)
 	netns := map[PodKey]string{}
 	for _, p := range e.local {
@@ -198,7 +200,7 @@ func (e *Engine) sync(ctx context.Context) error {
 	}
 	keys := slices.SortedFunc(maps.Keys(rs.Pods), func(a, b PodKey) int { return strings.Compare(a.String(), b.String()) })
 	for _, key := range keys {
-		err = errors.Join(err, e.applyPod(ctx, key, netns[key], Render(rs.Pods[key], PodTable)))
+		err = errors.Join(err, e.applyPod(ctx, key, netns[key], rs.Pods[key]))
 	}
 	for key := range e.pods {
 		if _, ok := rs.Pods[key]; !ok {
@@ -223,7 +225,7 @@ func (e *Engine) sync(ctx context.Context) error {
 	return err
 }
 
-func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, want NftTable) error {
+func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, t Table) error {
 	if netns == "" {
 		return fmt.Errorf("pod %s: no network namespace known for its secondary interfaces", key)
 	}
@@ -232,6 +234,7 @@ func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, want Nf
 		pt = &podPoint{netns: netns, applier: NewApplier(e.nft, netns, e.log)}
 		e.pods[key] = pt
 	}
+	want := pt.cache.Render(t, PodTable)
 	if pt.applied != nil && pt.applied.Equal(want) {
 		return nil
 	}
@@ -247,24 +250,42 @@ func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, want Nf
 // pod's endpoints come from its attachments, which the caches may not show yet.
 func (e *Engine) snapshot() Snapshot {
 	s := e.src.Snapshot()
-	byKey := map[PodKey]int{}
-	for i, p := range s.Pods {
-		byKey[p.PodKey] = i
-		if p.Node == e.node {
-			// A pod of this node that no ADD registered (its sandbox is gone, or is being
-			// replaced): its addresses still count as a peer's, but it has no interface or
-			// netns here to write rules for.
-			s.Pods[i].Node = ""
+	local := make(map[PodKey]int, len(e.local))
+	for _, lp := range e.local {
+		local[lp.Pod.PodKey] = -1
+	}
+	onNode := false
+	for i := range s.Pods {
+		p := &s.Pods[i]
+		if _, ok := local[p.PodKey]; ok {
+			local[p.PodKey] = i
+		}
+		onNode = onNode || p.Node == e.node
+	}
+	if onNode {
+		// The source lists this node's pods as this node's. Those no ADD registered (their
+		// sandbox is gone, or is being replaced) have no interface or netns here to write
+		// rules for, and the registered ones come from the registry: all of them stay in
+		// the snapshot as peers only, on a copy, since the source may share its snapshot.
+		s.Pods = slices.Clone(s.Pods)
+		for i := range s.Pods {
+			if s.Pods[i].Node == e.node {
+				s.Pods[i].Node = ""
+			}
 		}
 	}
 	tenantOf := map[string]string{}
 	for _, ns := range s.Namespaces {
 		tenantOf[ns.Name] = ns.Tenant
 	}
+	// The registered pods are added as this node's. A source that leaves room after its
+	// pods (ClusterSource does) is appended to without a copy: only the engine, under its
+	// lock, ever writes past the source's length.
 	for _, id := range slices.Sorted(maps.Keys(e.local)) {
 		lp := e.local[id].Pod
 		lp.Node = e.node
-		if i, ok := byKey[lp.PodKey]; ok {
+		lp.Tenant = tenantOf[lp.Namespace]
+		if i := local[lp.PodKey]; i >= 0 {
 			cached := s.Pods[i]
 			if lp.Labels == nil {
 				lp.Labels = cached.Labels
@@ -273,11 +294,7 @@ func (e *Engine) snapshot() Snapshot {
 				lp.Ports = cached.Ports
 			}
 			lp.Tenant = cached.Tenant
-			s.Pods[i] = lp
-			continue
 		}
-		lp.Tenant = tenantOf[lp.Namespace]
-		byKey[lp.PodKey] = len(s.Pods)
 		s.Pods = append(s.Pods, lp)
 	}
 	return s

@@ -109,8 +109,40 @@ const (
 // Render renders a compiled Table as the nftables table that enforces it at kind's
 // enforcement point. It is a pure function of its arguments.
 func Render(t Table, kind TableKind) NftTable {
+	return render(t, kind, nil)
+}
+
+// SetCache remembers the nftables elements of every set it rendered last time, so that
+// rendering a table again after a small change formats only the sets that changed. The
+// engine keeps one per enforcement point; rendering with it gives what Render gives.
+type SetCache struct {
+	sets map[string]cachedSet
+}
+
+type cachedSet struct {
+	set                AddrSet
+	v4a, v4n, v6a, v6n []string
+}
+
+// Render is Render with the cache.
+func (c *SetCache) Render(t Table, kind TableKind) NftTable {
+	return render(t, kind, c)
+}
+
+// split is splitAddrSet, answered from the cache when the set did not change.
+func (c *SetCache) split(name string, s AddrSet, next map[string]cachedSet) (v4a, v4n, v6a, v6n []string) {
+	if e, ok := c.sets[name]; ok && slices.Equal(e.set.Addrs, s.Addrs) && slices.Equal(e.set.Prefixes, s.Prefixes) {
+		next[name] = e
+		return e.v4a, e.v4n, e.v6a, e.v6n
+	}
+	v4a, v4n, v6a, v6n = splitAddrSet(s)
+	next[name] = cachedSet{set: s, v4a: v4a, v4n: v4n, v6a: v6a, v6n: v6n}
+	return v4a, v4n, v6a, v6n
+}
+
+func render(t Table, kind TableKind, cache *SetCache) NftTable {
 	r := newRenderer(t, kind)
-	out := NftTable{Sets: r.renderSets(t)}
+	out := NftTable{Sets: r.renderSets(t, cache)}
 
 	eg := NftMap{Name: nftEgressMap}
 	in := NftMap{Name: nftIngressMap}
@@ -208,11 +240,17 @@ func newRenderer(t Table, kind TableKind) *renderer {
 }
 
 // renderSets renders every set the Table has or names, sorted by nft name.
-func (r *renderer) renderSets(t Table) []NftSet {
+func (r *renderer) renderSets(t Table, cache *SetCache) []NftSet {
 	var out []NftSet
+	next := map[string]cachedSet{}
 	for name, n := range r.sets {
 		s := t.Sets[name]
-		v4a, v4n, v6a, v6n := splitAddrSet(s)
+		var v4a, v4n, v6a, v6n []string
+		if cache != nil {
+			v4a, v4n, v6a, v6n = cache.split(name, s, next)
+		} else {
+			v4a, v4n, v6a, v6n = splitAddrSet(s)
+		}
 		out = append(out,
 			NftSet{Name: n.base + "_a", Type: "ipv4_addr", Elements: v4a},
 			NftSet{Name: n.base + "_n", Type: "ipv4_addr", Interval: true, Elements: v4n})
@@ -221,6 +259,9 @@ func (r *renderer) renderSets(t Table) []NftSet {
 				NftSet{Name: n.base + "_a6", Type: "ipv6_addr", Elements: v6a},
 				NftSet{Name: n.base + "_n6", Type: "ipv6_addr", Interval: true, Elements: v6n})
 		}
+	}
+	if cache != nil {
+		cache.sets = next
 	}
 	slices.SortFunc(out, func(a, b NftSet) int { return strings.Compare(a.Name, b.Name) })
 	return out

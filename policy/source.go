@@ -41,7 +41,15 @@ type SourceConfig struct {
 	// HostAddressAnnotation is the Node annotation holding a node's own address inside the
 	// cluster CIDR (its VTEP address), if any.
 	HostAddressAnnotation string
+	// Node is the node whose engine reads the source, if any: its pods are listed as peers
+	// only (Node ""), since the engine knows them better from their ADDs, and the snapshot
+	// leaves room after its pods for the engine to add them.
+	Node string
 }
+
+// localRoom is how many pods an engine may add to a snapshot without copying it: more than a
+// node runs.
+const localRoom = 512
 
 // ClusterSource is a Source backed by informers: every pod of the cluster, namespaces,
 // tenants, NetworkPolicies, MultiNetworkPolicies, NetworkAttachmentDefinitions, IPBlocks and
@@ -62,6 +70,7 @@ type ClusterSource struct {
 	blocks     map[string]ipBlock
 	hosts      map[string]netip.Addr // by node
 	dir        *tenants.Directory    // nil: rebuild
+	snap       *Snapshot             // nil: rebuild
 }
 
 type ipBlock struct {
@@ -136,6 +145,7 @@ func (s *ClusterSource) watch(inf cache.SharedIndexInformer, set func(any), del 
 func (s *ClusterSource) update(f func()) {
 	s.mu.Lock()
 	f()
+	s.snap = nil
 	s.mu.Unlock()
 	select {
 	case s.changed <- struct{}{}:
@@ -143,10 +153,19 @@ func (s *ClusterSource) update(f func()) {
 	}
 }
 
-// Snapshot implements Source.
+// Snapshot implements Source. Until the caches change it returns the same snapshot, which
+// callers must not modify.
 func (s *ClusterSource) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.snap == nil {
+		snap := s.build()
+		s.snap = &snap
+	}
+	return *s.snap
+}
+
+func (s *ClusterSource) build() Snapshot {
 	dir := s.directory()
 	snap := Snapshot{ClusterCIDR: s.cfg.ClusterCIDR}
 	for _, h := range s.hosts {
@@ -174,13 +193,16 @@ func (s *ClusterSource) Snapshot() Snapshot {
 	for _, n := range s.networks {
 		snap.Networks = append(snap.Networks, n)
 	}
-	snap.Pods = make([]Pod, 0, len(s.pods))
+	snap.Pods = make([]Pod, 0, len(s.pods)+localRoom)
 	for _, p := range s.pods {
 		t, ok := tenantOf[p.Namespace]
 		if !ok {
 			t = namespaceTenant(dir, p.Namespace)
 		}
 		p.Tenant = t
+		if s.cfg.Node != "" && p.Node == s.cfg.Node {
+			p.Node = ""
+		}
 		snap.Pods = append(snap.Pods, p)
 	}
 	for _, p := range s.policies {

@@ -56,6 +56,7 @@ func startPolicy(ctx context.Context, cfg daemon.Config, settings fabric.Setting
 	src := policy.NewClusterSource(policy.SourceConfig{
 		ClusterCIDR:           settings.ClusterCIDR,
 		HostAddressAnnotation: fabric.AnnotationVTEPAddr,
+		Node:                  cfg.NodeName,
 	}, kube, dyn, nads, log)
 	engine := policy.NewEngine(cfg.NodeName, cfg.Policy.Nft, "", src, log)
 	if primary != nil {
