@@ -73,6 +73,7 @@ func TestTenancy(t *testing.T) {
 		{"LoomctlConnectivityAgrees", te.testLoomctlConnectivity},
 		{"NetworkPolicyOnPrimary", te.testNetworkPolicy},
 		{"MultiNetworkPolicyOnShared", te.testMultiNetworkPolicy},
+		{"InvalidPolicyNarrowsAndIsReported", te.testInvalidPolicy},
 		{"PeersBothWays", te.testPeers},
 		{"ADDRejectsWhatAdmissionMissed", te.testADDDenial},
 		{"RulesRepairedAndKeptAcrossRestart", te.testRepairAndRestart},
@@ -344,6 +345,49 @@ func (te *tenancyEnv) testMultiNetworkPolicy(t *testing.T) {
 		return te.tenantsOnly(from, to, n)
 	})
 	if err := res.Delete(te.ctx, "a1-shared-closed", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	te.checkMatrix(t, te.tenantsOnly)
+}
+
+// testInvalidPolicy: a MultiNetworkPolicy (which, unlike a NetworkPolicy, the API server does
+// not validate) whose only rule names a bad CIDR allows nothing — its pod is isolated, never
+// opened — and its owner gets a Warning event saying why.
+func (te *tenancyEnv) testInvalidPolicy(t *testing.T) {
+	res := te.dyn.Resource(policy.MultiNetworkPolicyGVR).Namespace(nsA)
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "k8s.cni.cncf.io/v1beta1", "kind": "MultiNetworkPolicy",
+		"metadata": map[string]any{"name": "a1-bad-cidr", "annotations": map[string]any{"k8s.v1.cni.cncf.io/policy-for": sharedNet}},
+		"spec": map[string]any{
+			"podSelector": map[string]any{"matchLabels": map[string]any{"app": "a1"}},
+			"ingress":     []any{map[string]any{"from": []any{map[string]any{"ipBlock": map[string]any{"cidr": "192.168.70.0/33"}}}}},
+		},
+	}}
+	if _, err := res.Create(te.ctx, obj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	te.checkMatrix(t, func(from, to *tpod, n string) bool {
+		if n == "shared" && to.name == "a1" {
+			return false
+		}
+		return te.tenantsOnly(from, to, n)
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		evs, err := te.c.Client().CoreV1().Events(nsA).List(te.ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=a1-bad-cidr"})
+		if err == nil && len(evs.Items) > 0 {
+			ev := evs.Items[0]
+			if ev.Type != corev1.EventTypeWarning || ev.Reason != "InvalidPolicy" || !strings.Contains(ev.Message, "192.168.70.0/33") {
+				t.Errorf("event %s %s %q, want a Warning InvalidPolicy naming the CIDR", ev.Type, ev.Reason, ev.Message)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no event on the invalid policy")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := res.Delete(te.ctx, "a1-bad-cidr", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	te.checkMatrix(t, te.tenantsOnly)

@@ -159,6 +159,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	rec := newReclaimer(kube, dyn, o.interval, o.grace, log)
 	status := &tenantStatusController{caches: caches, kube: kube, dyn: dyn, interval: o.interval, log: log}
+	policies := newPolicyEvents(kube, dyn, log)
 	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		ReleaseOnCancel: true,
@@ -172,6 +173,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 				var wg sync.WaitGroup
 				wg.Go(func() { rec.run(ctx) })
 				wg.Go(func() { status.run(ctx) })
+				wg.Go(func() { policies.run(ctx) })
 				wg.Wait()
 			},
 			OnStoppedLeading: func() { log.Info("no longer leading", "identity", identity) },
