@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -30,13 +31,14 @@ type Enforcer interface {
 // admission webhook does: the ADD is the second line, for pods admitted while the webhook
 // was down or before a Tenant changed.
 type Tenancy struct {
-	directory func() *tenants.Directory
-	nads      npwg.NADLister
+	directory     func() *tenants.Directory
+	nads          npwg.NADLister
+	namespaceWait time.Duration
 }
 
 // NewTenancy returns the ADD-time tenancy check over the given directory and NADs.
 func NewTenancy(directory func() *tenants.Directory, nads npwg.NADLister) *Tenancy {
-	return &Tenancy{directory: directory, nads: nads}
+	return &Tenancy{directory: directory, nads: nads, namespaceWait: 2 * time.Second}
 }
 
 // Check returns a *tenants.Denial when the pod may not have the attachments in specs.
@@ -70,7 +72,16 @@ func (t *Tenancy) Check(pod *corev1.Pod, specs []delegate.Spec) error {
 		req.Networks = append(req.Networks, n)
 	}
 	req.VFs = requestedDevices(&pod.Spec, resources)
-	return t.directory().CheckPod(req)
+	// Judging a namespace the cache has not seen would treat it as the platform's: wait a
+	// moment for the cache, which saw the namespace created before the pod.
+	dir := t.directory()
+	for deadline := time.Now().Add(t.namespaceWait); !dir.Known(pod.Namespace); dir = t.directory() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pod %s/%s: namespace %s is not in loomd's cache yet", pod.Namespace, pod.Name, pod.Namespace)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return dir.CheckPod(req)
 }
 
 // requestedDevices counts the devices of the given resources the pod's containers request.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -42,6 +43,7 @@ func TestTenancyCheck(t *testing.T) {
 		"kube-system/pod-net": {ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "pod-net"}, Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: `{"type":"bridge"}`}},
 	}
 	check := NewTenancy(func() *tenants.Directory { return dir }, nads)
+	check.namespaceWait = 50 * time.Millisecond
 	spec := func(network string, dflt bool) delegate.Spec {
 		return delegate.Spec{Network: network, NetworkUID: "uid-" + network, Default: dflt}
 	}
@@ -59,6 +61,7 @@ func TestTenancyCheck(t *testing.T) {
 		{"a VLAN outside the tenant's ranges", pod("ns-a", nil), []delegate.Spec{spec("ns-a/vlan", false)}, true},
 		{"a NAD that does not exist yet is judged by its namespace", pod("ns-a", nil), []delegate.Spec{spec("ns-b/later", false)}, true},
 		{"the platform may not use a tenant's NAD", pod("kube-system", nil), []delegate.Spec{spec("ns-a/net", false)}, true},
+		{"a namespace the cache has not seen is not judged", pod("brand-new", nil), nil, false},
 		{"a default network the pod picked is checked", pod("ns-a", map[string]string{npwg.DefaultNetworkAnnot: "ns-b/net"}),
 			[]delegate.Spec{spec("ns-b/net", true)}, true},
 	} {
@@ -67,6 +70,13 @@ func TestTenancyCheck(t *testing.T) {
 			var d *tenants.Denial
 			if got := errors.As(err, &d); got != tc.denied {
 				t.Fatalf("Check = %v, want denied %v", err, tc.denied)
+			}
+			if tc.pod.Namespace == "brand-new" {
+				var cniErr *types.Error
+				if err == nil || !errors.As(tenancyError(err), &cniErr) || cniErr.Code != types.ErrTryAgainLater {
+					t.Errorf("unknown namespace: %v, want a try-again-later error", err)
+				}
+				return
 			}
 			if tc.denied {
 				var cniErr *types.Error
