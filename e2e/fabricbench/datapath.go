@@ -26,10 +26,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/loom-cni/loom/e2e/perf"
 	"github.com/loom-cni/loom/e2e/sim"
 )
 
@@ -108,7 +108,7 @@ type path struct {
 	name           string // what the BENCH lines are called after
 	label          string // what the report calls it
 	pod            string // the server pod, for a path between pods
-	client, server endpoint
+	client, server perf.Endpoint
 	target         target
 	// reference marks a path measured only to explain the others: the underlay between two
 	// nodes, which every cross-node path crosses and which is the simulation's, not Loom's.
@@ -143,7 +143,11 @@ func runDatapath(ctx context.Context, o datapathOptions) error {
 	defer removeVeth()
 	base := path{name: "veth", label: "veth pair (baseline)", client: client, server: server}
 	all := append([]path{base}, paths...)
-	stopServers, err := startServers(ctx, all, o.cpu)
+	servers := make([]perf.Endpoint, len(all))
+	for i, p := range all {
+		servers[i] = p.server
+	}
+	stopServers, err := perf.StartServers(ctx, o.cpu, servers...)
 	if err != nil {
 		return err
 	}
@@ -156,7 +160,7 @@ func runDatapath(ctx context.Context, o datapathOptions) error {
 	fmt.Printf("datapath, mode %s: %d rounds of iperf3 (%s, one TCP stream), %d of sockperf TCP ping-pong (%s, both ends on CPU %s)\n",
 		c.Options().Mode, o.tputRounds, o.tput, o.rrRounds, o.rr, o.cpu)
 	tput, err := measureRounds(ctx, o.tputRounds, all, func(ctx context.Context, p path) (float64, error) {
-		return throughput(ctx, p, o.tput)
+		return perf.Throughput(ctx, p.client, p.server, o.tput)
 	})
 	if err != nil {
 		return err
@@ -241,14 +245,14 @@ func measureRounds(ctx context.Context, rounds int, paths []path, measure func(c
 // verdicts.
 func report(paths []path, tput, rtt [][]float64) {
 	for i, p := range paths {
-		fmt.Printf("  %-34s throughput %s Gbit/s   p50 RTT %s µs\n", p.label, join(tput[i], "%.2f"), join(rtt[i], "%.1f"))
+		fmt.Printf("  %-34s throughput %s Gbit/s   p50 RTT %s µs\n", p.label, perf.Join(tput[i], "%.2f"), perf.Join(rtt[i], "%.1f"))
 	}
 	tputRatio, rttRatio := make([]float64, len(paths)), make([]float64, len(paths))
 	for i, p := range paths[1:] {
-		tr, lr := pairedRatios(tput[i+1], tput[0]), pairedRatios(rtt[i+1], rtt[0])
-		tputRatio[i+1], rttRatio[i+1] = median(tr), median(lr)
+		tr, lr := perf.PairedRatios(tput[i+1], tput[0]), perf.PairedRatios(rtt[i+1], rtt[0])
+		tputRatio[i+1], rttRatio[i+1] = perf.Median(tr), perf.Median(lr)
 		fmt.Printf("  %-34s / veth pair, by round: throughput %s (median %.3f), p50 RTT %s (median %.3f)\n",
-			p.label, join(tr, "%.3f"), tputRatio[i+1], join(lr, "%.3f"), rttRatio[i+1])
+			p.label, perf.Join(tr, "%.3f"), tputRatio[i+1], perf.Join(lr, "%.3f"), rttRatio[i+1])
 	}
 	for i, p := range paths[1:] {
 		if p.reference {
@@ -259,38 +263,31 @@ func report(paths []path, tput, rtt [][]float64) {
 	}
 }
 
-// pairedRatios divides each round's figure by the baseline's of the same round.
-func pairedRatios(figures, baseline []float64) []float64 {
-	r := make([]float64, len(figures))
-	for i := range figures {
-		r[i] = figures[i] / baseline[i]
-	}
-	return r
-}
-
-func median(xs []float64) float64 {
-	s := slices.Sorted(slices.Values(xs))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func join(xs []float64, format string) string {
-	s := make([]string, len(xs))
-	for i, x := range xs {
-		s[i] = fmt.Sprintf(format, x)
-	}
-	return strings.Join(s, " ")
-}
-
-// measureLatency runs the latency rounds with o.cpu emptied of every other thread, and gives
-// every thread its CPUs back whatever happens.
+// measureLatency runs the latency rounds with o.cpu emptied of every other thread (the
+// simulated control plane's among them: API server, etcd, every loomd and pod runtime), and
+// gives every thread its CPUs back whatever happens.
 func measureLatency(ctx context.Context, o datapathOptions, all []path) ([][]float64, error) {
-	if cpu, err := strconv.Atoi(o.cpu); err == nil {
-		defer isolateCPU(cpu)()
-	}
+	defer perf.IsolateCPU(o.cpu)()
 	return measureRounds(ctx, o.rrRounds, all, func(ctx context.Context, p path) (float64, error) {
-		return latencyP50(ctx, p, o.rr, o.cpu)
+		return perf.LatencyP50(ctx, p.client, p.server, o.rr, o.cpu)
 	})
+}
+
+// waitReachable waits until the client end of p gets an answer to a ping from its server
+// end: in bgp mode the routes arrive a moment after the cluster is up.
+func waitReachable(ctx context.Context, p path, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := perf.Ping(ctx, p.client, p.server, time.Second)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s gets no answer from %s (%s) within %s: %w",
+				p.label, p.client.Name, p.server.Name, p.server.IP, timeout, err)
+		}
+		if !perf.Sleep(ctx, 200*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
 }

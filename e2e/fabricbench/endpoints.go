@@ -12,23 +12,15 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/loom-cni/loom/e2e/perf"
 	"github.com/loom-cni/loom/e2e/sim"
 )
-
-// endpoint is one end of a measured path: a network namespace, and the address in it that
-// servers listen on.
-type endpoint struct {
-	name string
-	ip   netip.Addr
-	// cmd returns a command that runs argv in the endpoint's network namespace.
-	cmd func(ctx context.Context, argv ...string) (*exec.Cmd, error)
-}
 
 // startPods creates the pods (name → node) in namespace, pinned to their nodes, waits until
 // they run and returns them as endpoints. Pods left by an earlier run on the same cluster are
 // used again. They stay when the benchmark ends, with the cluster, so that their deletion does
 // not keep the nodes busy during what is measured next.
-func startPods(ctx context.Context, c *sim.Cluster, namespace string, pods map[string]string) (map[string]endpoint, error) {
+func startPods(ctx context.Context, c *sim.Cluster, namespace string, pods map[string]string) (map[string]perf.Endpoint, error) {
 	cs := c.Client()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -46,7 +38,7 @@ func startPods(ctx context.Context, c *sim.Cluster, namespace string, pods map[s
 			return nil, fmt.Errorf("create pod %s/%s on %s: %w", namespace, name, node, err)
 		}
 	}
-	eps := map[string]endpoint{}
+	eps := map[string]perf.Endpoint{}
 	for name, node := range pods {
 		p, err := c.WaitPodRunning(ctx, namespace, name)
 		if err != nil {
@@ -59,10 +51,10 @@ func startPods(ctx context.Context, c *sim.Cluster, namespace string, pods map[s
 		if err != nil {
 			return nil, fmt.Errorf("pod %s/%s: podIP %q: %w", namespace, name, p.Status.PodIP, err)
 		}
-		eps[name] = endpoint{
-			name: namespace + "/" + name,
-			ip:   ip,
-			cmd: func(ctx context.Context, argv ...string) (*exec.Cmd, error) {
+		eps[name] = perf.Endpoint{
+			Name: namespace + "/" + name,
+			IP:   ip,
+			Cmd: func(ctx context.Context, argv ...string) (*exec.Cmd, error) {
 				return c.PodCmd(ctx, namespace, name, argv...)
 			},
 		}
@@ -72,11 +64,11 @@ func startPods(ctx context.Context, c *sim.Cluster, namespace string, pods map[s
 
 // nodeEndpoint returns the node's own network namespace as an endpoint, at its underlay
 // address.
-func nodeEndpoint(c *sim.Cluster, n sim.Node) endpoint {
-	return endpoint{
-		name: n.Name,
-		ip:   n.UnderlayIP,
-		cmd: func(ctx context.Context, argv ...string) (*exec.Cmd, error) {
+func nodeEndpoint(c *sim.Cluster, n sim.Node) perf.Endpoint {
+	return perf.Endpoint{
+		Name: n.Name,
+		IP:   n.UnderlayIP,
+		Cmd: func(ctx context.Context, argv ...string) (*exec.Cmd, error) {
 			return c.NodeCmd(ctx, n.Name, argv...)
 		},
 	}
@@ -89,7 +81,7 @@ var vethAddrs = [2]netip.Prefix{netip.MustParsePrefix("10.255.255.1/30"), netip.
 // newVethPair creates network namespaces prefix+"a" and prefix+"b" joined by a veth pair,
 // the baseline every path is compared with, and returns them as endpoints with the function
 // that removes them. If it fails, it removes what it made.
-func newVethPair(ctx context.Context, prefix string) (a, b endpoint, remove func(), err error) {
+func newVethPair(ctx context.Context, prefix string) (a, b perf.Endpoint, remove func(), err error) {
 	names := [2]string{prefix + "a", prefix + "b"}
 	var made []string
 	remove = func() {
@@ -120,7 +112,7 @@ func newVethPair(ctx context.Context, prefix string) (a, b endpoint, remove func
 	if err := ip("-n", names[0], "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", names[1]); err != nil {
 		return a, b, nil, err
 	}
-	var eps [2]endpoint
+	var eps [2]perf.Endpoint
 	for i, n := range names {
 		for _, args := range [][]string{
 			{"-n", n, "addr", "add", vethAddrs[i].String(), "dev", "eth0"},
@@ -131,14 +123,7 @@ func newVethPair(ctx context.Context, prefix string) (a, b endpoint, remove func
 				return a, b, nil, err
 			}
 		}
-		nsPath := filepath.Join("/run/netns", n)
-		eps[i] = endpoint{
-			name: n,
-			ip:   vethAddrs[i].Addr(),
-			cmd: func(ctx context.Context, argv ...string) (*exec.Cmd, error) {
-				return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + nsPath, "--"}, argv...)...), nil
-			},
-		}
+		eps[i] = perf.InNetns(n, filepath.Join("/run/netns", n), vethAddrs[i].Addr())
 	}
 	ok = true
 	return eps[0], eps[1], remove, nil

@@ -44,19 +44,6 @@ func TestTargetFor(t *testing.T) {
 	}
 }
 
-func TestPairedMedian(t *testing.T) {
-	r := pairedRatios([]float64{9, 8, 30, 10}, []float64{10, 10, 10, 10})
-	if want := []float64{0.9, 0.8, 3, 1}; !slices.Equal(r, want) {
-		t.Fatalf("pairedRatios = %v, want %v", r, want)
-	}
-	if m := median(r); m != 0.95 {
-		t.Errorf("median(%v) = %g, want 0.95", r, m)
-	}
-	if m := median([]float64{3, 1, 2}); m != 2 {
-		t.Errorf("median(3 1 2) = %g, want 2", m)
-	}
-}
-
 func TestPickBlocks(t *testing.T) {
 	cluster := netip.MustParsePrefix("10.244.0.0/16")
 	used := []netip.Prefix{netip.MustParsePrefix("10.244.255.192/26"), netip.MustParsePrefix("10.244.255.0/25")}

@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/loom-cni/loom/e2e/perf"
 	"github.com/loom-cni/loom/e2e/sim"
 	"github.com/loom-cni/loom/fabric/bgp"
 	"github.com/loom-cni/loom/fabric/vxlan"
@@ -217,7 +218,7 @@ func (b routesBench) announced(ctx context.Context) error {
 	if _, _, err := createFakes(ctx, b.a, b.fakes); err != nil {
 		return err
 	}
-	if !sleep(ctx, settle) {
+	if !perf.Sleep(ctx, settle) {
 		return ctx.Err()
 	}
 	conf, err := writeAnnouncement(b.c, b.node, b.fakes)

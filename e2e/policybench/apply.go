@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/loom-cni/loom/e2e/perf"
 	"github.com/loom-cni/loom/policy"
 )
 
@@ -95,9 +96,9 @@ func runApply(ctx context.Context, o applyOptions) error {
 	fmt.Printf("  admit one pod, ms: %s\n", joinMS(t.admit))
 	fmt.Printf("  release one pod, ms: %s\n", joinMS(t.release))
 	fmt.Printf("  of each admit and release, compile and render take about %.1f ms; the rest is the snapshot's copy, the diff and nft\n", ms(pure))
-	bench("policy-apply-one-pod", ms(medianDuration(t.admit)), "ms", "<", 20)
-	bench("policy-release-one-pod", ms(medianDuration(t.release)), "ms", "<", 20)
-	bench("policy-full-resync", medianDuration(t.resync).Seconds(), "s", "<", 2)
+	bench("policy-apply-one-pod", ms(perf.MedianDuration(t.admit)), "ms", "<", 20)
+	bench("policy-release-one-pod", ms(perf.MedianDuration(t.release)), "ms", "<", 20)
+	bench("policy-full-resync", perf.MedianDuration(t.resync).Seconds(), "s", "<", 2)
 	return nil
 }
 
@@ -175,8 +176,8 @@ func timeParts(ctx context.Context, o applyOptions, c *cluster, netns string) (p
 	}
 	fmt.Printf("  %s's table: %s\n", benchNode, describeTable(table))
 	fmt.Printf("  median of %d: compile %.1f ms, render %.1f ms, write the table whole %.1f ms\n",
-		o.resyncs, ms(medianDuration(compile)), ms(medianDuration(render)), ms(medianDuration(replace)))
-	return table, medianDuration(compile) + medianDuration(render), a.Delete(ctx)
+		o.resyncs, ms(perf.MedianDuration(compile)), ms(perf.MedianDuration(render)), ms(perf.MedianDuration(replace)))
+	return table, perf.MedianDuration(compile) + perf.MedianDuration(render), a.Delete(ctx)
 }
 
 // expectInterface checks that pod's host interface is in the egress map of the table in
@@ -199,4 +200,16 @@ func ruleCount(t policy.NftTable) int {
 		n += len(c.Rules)
 	}
 	return n
+}
+
+// ms is d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// joinMS renders ds in milliseconds, to a tenth, separated by spaces.
+func joinMS(ds []time.Duration) string {
+	fs := make([]float64, len(ds))
+	for i, d := range ds {
+		fs[i] = ms(d)
+	}
+	return perf.Join(fs, "%.1f")
 }

@@ -35,16 +35,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/loom-cni/loom/e2e/perf"
 	"github.com/loom-cni/loom/policy"
 )
 
@@ -105,7 +108,7 @@ func runDatapath(ctx context.Context, o datapathOptions) error {
 		o.shape.tenants, len(c.snap.Pods), o.shape.nodes, benchNode, ms(compiled), describeTable(table))
 
 	applier := policy.NewApplier(o.nft, node, o.log)
-	stopServers, err := startServers(ctx, server, o.cpu)
+	stopServers, err := perf.StartServers(ctx, o.cpu, server.Endpoint)
 	if err != nil {
 		return err
 	}
@@ -127,7 +130,7 @@ func runDatapath(ctx context.Context, o datapathOptions) error {
 	fmt.Printf("%d rounds of iperf3 (%s, one TCP stream), %d of sockperf TCP ping-pong (%s, both ends on CPU %s)\n",
 		o.tputRounds, o.tput, o.rrRounds, o.rr, o.cpu)
 	tput, err := measureRounds(ctx, o.tputRounds, sides, func(ctx context.Context) (float64, error) {
-		return throughput(ctx, client, server, o.tput)
+		return perf.Throughput(ctx, client.Endpoint, server.Endpoint, o.tput)
 	})
 	if err != nil {
 		return err
@@ -163,7 +166,7 @@ func plugBenchPods(ctx context.Context, nss *namespaces, c *cluster) (string, []
 		if err = plugPod(node, path, containerID(p.PodKey), ip); err != nil {
 			return "", nil, fmt.Errorf("plug pod %s: %w", p.PodKey, err)
 		}
-		eps = append(eps, endpoint{name: bp.name, netns: path, ip: ip})
+		eps = append(eps, endpoint{perf.InNetns(bp.name, path, ip), path})
 	}
 	return node, eps, nil
 }
@@ -172,7 +175,7 @@ func plugBenchPods(ctx context.Context, nss *namespaces, c *cluster) (string, []
 // iperf3 and sockperf, and nothing else.
 func benchPolicy(ns string) policy.Policy {
 	tcp := corev1.ProtocolTCP
-	iperf, sockperf := intstr.FromInt32(iperfPort), intstr.FromInt32(sockperfPort)
+	iperf, sockperf := intstr.FromInt32(perf.IperfPort), intstr.FromInt32(perf.SockperfPort)
 	return policy.FromNetworkPolicy(&networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bench-server"},
 		Spec: networkingv1.NetworkPolicySpec{
@@ -196,9 +199,22 @@ type probe struct {
 
 func (p probe) passes(ctx context.Context, timeout time.Duration) bool {
 	if p.tcp {
-		return connects(p.from, p.to.ip, sockperfPort, timeout)
+		return connects(p.from, p.to.IP, perf.SockperfPort, timeout)
 	}
-	return ping(ctx, p.from, p.to.ip, timeout)
+	return perf.Ping(ctx, p.from.Endpoint, p.to.Endpoint, timeout) == nil
+}
+
+// connects says whether from can open a TCP connection to ip:port within timeout. The
+// socket is made on a thread inside from's namespace, and stays there.
+func connects(from endpoint, ip netip.Addr, port int, timeout time.Duration) bool {
+	err := ns.WithNetNSPath(from.netns, func(ns.NetNS) error {
+		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(ip, uint16(port)).String(), timeout)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	})
+	return err == nil
 }
 
 // checkEnforced fails unless every probe passes without the table and the table blocks
@@ -218,9 +234,9 @@ func checkEnforced(ctx context.Context, a *policy.Applier, table policy.NftTable
 		deadline := time.Now().Add(15 * time.Second)
 		for !p.passes(ctx, time.Second) {
 			if time.Now().After(deadline) || ctx.Err() != nil {
-				return fmt.Errorf("without the table, %s (%s → %s) does not pass: the set-up is broken", p.what, p.from.ip, p.to.ip)
+				return fmt.Errorf("without the table, %s (%s → %s) does not pass: the set-up is broken", p.what, p.from.IP, p.to.IP)
 			}
-			sleep(ctx, 200*time.Millisecond)
+			perf.Sleep(ctx, 200*time.Millisecond)
 		}
 	}
 	if err := a.Apply(ctx, table); err != nil {
@@ -302,11 +318,9 @@ func measureRounds(ctx context.Context, rounds int, sides []side, measure func(c
 // measureLatency runs the latency rounds with o.cpu emptied of every other thread, and gives
 // every thread its CPUs back whatever happens.
 func measureLatency(ctx context.Context, o datapathOptions, sides []side, client, server endpoint) ([][]float64, error) {
-	if cpu, err := strconv.Atoi(o.cpu); err == nil {
-		defer isolateCPU(cpu)()
-	}
+	defer perf.IsolateCPU(o.cpu)()
 	return measureRounds(ctx, o.rrRounds, sides, func(ctx context.Context) (float64, error) {
-		return latencyP50(ctx, client, server, o.rr, o.cpu)
+		return perf.LatencyP50(ctx, client.Endpoint, server.Endpoint, o.rr, o.cpu)
 	})
 }
 
@@ -314,13 +328,13 @@ func measureLatency(ctx context.Context, o datapathOptions, sides []side, client
 // are no table, table and conntrack only, in that order.
 func reportDatapath(sides []side, tput, rtt [][]float64) {
 	for i, sd := range sides {
-		fmt.Printf("  %-14s throughput %s Gbit/s   p50 RTT %s µs\n", sd.label, join(tput[i], "%.2f"), join(rtt[i], "%.1f"))
+		fmt.Printf("  %-14s throughput %s Gbit/s   p50 RTT %s µs\n", sd.label, perf.Join(tput[i], "%.2f"), perf.Join(rtt[i], "%.1f"))
 	}
 	ratio := func(label string, a, b int) (float64, float64) {
-		tr, lr := pairedRatios(tput[a], tput[b]), pairedRatios(rtt[a], rtt[b])
+		tr, lr := perf.PairedRatios(tput[a], tput[b]), perf.PairedRatios(rtt[a], rtt[b])
 		fmt.Printf("  %-30s by round: throughput %s (median %.3f), p50 RTT %s (median %.3f)\n",
-			label, join(tr, "%.3f"), median(tr), join(lr, "%.3f"), median(lr))
-		return median(tr), median(lr)
+			label, perf.Join(tr, "%.3f"), perf.Median(tr), perf.Join(lr, "%.3f"), perf.Median(lr))
+		return perf.Median(tr), perf.Median(lr)
 	}
 	tr, lr := ratio("table / no table", 1, 0)
 	ratio("conntrack only / no table", 2, 0)

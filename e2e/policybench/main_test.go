@@ -144,7 +144,4 @@ func TestMeasureRoundsAlternates(t *testing.T) {
 	if want := [][]float64{{1, 6, 7}, {12, 15, 18}, {23, 24, 29}}; !reflect.DeepEqual(figures, want) {
 		t.Errorf("figures = %v, want %v", figures, want)
 	}
-	if m := median(pairedRatios([]float64{9, 8, 30, 10}, []float64{10, 10, 10, 10})); m != 0.95 {
-		t.Errorf("median of paired ratios = %g, want 0.95", m)
-	}
 }

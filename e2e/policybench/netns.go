@@ -10,6 +10,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/loom-cni/loom/e2e/perf"
 	"github.com/loom-cni/loom/fabric/podnet"
 )
 
@@ -49,16 +50,11 @@ func ipCmd(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// endpoint is a pod of the datapath benchmark: its network namespace and its address.
+// endpoint is a pod of the datapath benchmark: where it is measured from and to, and the path
+// of its network namespace, which the TCP probe enters.
 type endpoint struct {
-	name  string
+	perf.Endpoint
 	netns string
-	ip    netip.Addr
-}
-
-// cmd returns a command that runs argv in the endpoint's network namespace.
-func (e endpoint) cmd(ctx context.Context, argv ...string) *exec.Cmd {
-	return nsCmd(ctx, e.netns, argv...)
 }
 
 func nsCmd(ctx context.Context, netns string, argv ...string) *exec.Cmd {
