@@ -164,31 +164,51 @@ func render(t Table, kind TableKind, cache *SetCache) NftTable {
 		slices.SortFunc(m.Elements, func(a, b NftMapElement) int { return strings.Compare(a.Key, b.Key) })
 	}
 	out.Maps = []NftMap{eg, in}
-	out.Chains = append(nftBaseChains(kind), chains...)
+	out.Chains = append(nftBaseChains(kind, tracks(t)), chains...)
 	slices.SortFunc(out.Chains, func(a, b NftChain) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
+// tracks reports whether any endpoint of t has rules that drop: only then do replies need
+// connection tracking to get back.
+func tracks(t Table) bool {
+	for _, ep := range t.Endpoints {
+		for _, d := range []Direction{ep.Ingress, ep.Egress} {
+			if d.Guard.Universe != "" || d.Isolated {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // nftBaseChains are the chains of kind that hooks call: they hand each packet to the chains of
 // the endpoint it leaves or enters.
-func nftBaseChains(kind TableKind) []NftChain {
-	established := "ct state established,related accept"
+//
+// Letting established traffic back needs connection tracking, which costs every packet of
+// the namespace something once any rule asks for it. A table none of whose endpoints has a
+// guard or a policy drops nothing that a reply could hit, so it leaves tracking off: a
+// cluster without tenants or policies pays only the dispatch.
+func nftBaseChains(kind TableKind, stateful bool) []NftChain {
+	var established []string
+	if stateful {
+		established = []string{"ct state established,related accept"}
+	}
 	if kind == PodTable {
 		return []NftChain{
 			{Name: "input", Base: "type filter hook input priority filter; policy accept;",
-				Rules: []string{established, "iifname vmap @" + nftIngressMap}},
+				Rules: append(slices.Clone(established), "iifname vmap @"+nftIngressMap)},
 			{Name: "output", Base: "type filter hook output priority filter; policy accept;",
-				Rules: []string{established, "oifname vmap @" + nftEgressMap}},
+				Rules: append(slices.Clone(established), "oifname vmap @"+nftEgressMap)},
 		}
 	}
 	return []NftChain{
 		{Name: "forward", Base: "type filter hook forward priority filter; policy accept;",
-			Rules: []string{
-				established,
-				"iifname vmap @" + nftEgressMap,
+			Rules: append(established,
+				"iifname vmap @"+nftEgressMap,
 				fmt.Sprintf("iifname %q iifname != %q drop", nftPodVeths, nftVXLANDevice),
-				"goto " + nftToPodChain,
-			}},
+				"goto "+nftToPodChain,
+			)},
 		{Name: nftToPodChain, Rules: []string{
 			"oifname vmap @" + nftIngressMap,
 			fmt.Sprintf("oifname %q oifname != %q drop", nftPodVeths, nftVXLANDevice),

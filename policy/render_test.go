@@ -313,3 +313,25 @@ func TestRenderNarrowsNeverWidens(t *testing.T) {
 		}
 	}
 }
+
+// Connection tracking is turned on only where some endpoint has rules that drop.
+func TestRenderTracksOnlyWhenSomethingDrops(t *testing.T) {
+	open := Table{Endpoints: []EndpointRules{{Pod: PodKey{"infra", "dns"}, Interface: "loom00000000001"}}}
+	guarded := Table{
+		Sets: map[string]AddrSet{"u": {Prefixes: renderPrefixes("10.244.0.0/16")}, "a": {}},
+		Endpoints: []EndpointRules{{Pod: PodKey{"ns-a", "web"}, Interface: "loom00000000002",
+			Ingress: Direction{Guard: Guard{Universe: "u", Allowed: "a"}}, Egress: Direction{Guard: Guard{Universe: "u", Allowed: "a"}}}},
+	}
+	isolated := Table{Endpoints: []EndpointRules{{Pod: PodKey{"infra", "db"}, Interface: "net1", Ingress: Direction{Isolated: true}}}}
+	for _, tc := range []struct {
+		name string
+		t    Table
+		kind TableKind
+		want bool
+	}{{"platform only", open, HostTable, false}, {"a guarded pod", guarded, HostTable, true}, {"an isolated pod", isolated, PodTable, true}} {
+		got := strings.Contains(Render(tc.t, tc.kind).String(), "ct state")
+		if got != tc.want {
+			t.Errorf("%s: connection tracking %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

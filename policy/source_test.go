@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
@@ -58,5 +59,25 @@ func TestPodOf(t *testing.T) {
 	pod.Status.PodIPs = []corev1.PodIP{{IP: "10.244.1.2"}}
 	if p = podOf(pod); len(p.Endpoints) != 1 || p.Endpoints[0].Network != Primary || p.Endpoints[0].IPs[0].String() != "10.244.1.2" {
 		t.Errorf("podOf without network-status: %+v", p.Endpoints)
+	}
+}
+
+// The caches keep only what the source reads, and what it reads survives the trim.
+func TestTrimPod(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Labels: map[string]string{"app": "x"}, Annotations: map[string]string{
+			nadv1.NetworkStatusAnnot:                           `[{"name":"loom","interface":"eth0","ips":["10.244.1.2"],"default":true}]`,
+			"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("x", 4096),
+		}},
+		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Image: "big", Command: []string{"sh"},
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {ContainerPort: 9000}}}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: "10.244.1.2"}}},
+	}
+	small := trimPod(pod).(*corev1.Pod)
+	if len(small.Annotations) != 1 || small.Spec.Containers[0].Image != "" || len(small.Spec.Containers[0].Ports) != 1 {
+		t.Errorf("trimmed pod keeps too much: %+v", small)
+	}
+	if !reflect.DeepEqual(podOf(small), podOf(pod)) {
+		t.Errorf("trimming changed what the source reads:\n%+v\n%+v", podOf(small), podOf(pod))
 	}
 }
