@@ -79,8 +79,14 @@ func TestApplyTraffic(t *testing.T) {
 	}}}, EndpointRules{Interface: serverVeth})
 	check("client egress isolated, TCP 8080 allowed, replies pass", false, true, false)
 
-	apply(EndpointRules{Interface: serverVeth})
+	// The server's rules let everyone in; a veth without rules of its own still passes
+	// nothing once the node has rules at all.
+	apply(EndpointRules{Interface: serverVeth, Ingress: Direction{Isolated: true, Rules: []Rule{{Peer: Peer{Any: true}, Policy: "test/all"}}}})
 	check("the client's veth has no rules", false, false, false)
+
+	// A node none of whose pods has rules is not hooked at all: everything passes.
+	apply(EndpointRules{Interface: serverVeth})
+	check("no pod has rules", true, true, true)
 
 	if err := a.Delete(ctx); err != nil {
 		t.Fatal(err)

@@ -187,23 +187,28 @@ func tracks(t Table) bool {
 //
 // Letting established traffic back needs connection tracking, which costs every packet of
 // the namespace something once any rule asks for it. A table none of whose endpoints has a
-// guard or a policy drops nothing that a reply could hit, so it leaves tracking off: a
-// cluster without tenants or policies pays only the dispatch.
+// guard or a policy drops nothing that a reply could hit, so it leaves tracking off.
+//
+// Going further, such a table is not hooked at all: its chains wait, unattached, for the
+// first endpoint with rules, so that a node without tenants or policies puts nothing in the
+// way of its packets.
 func nftBaseChains(kind TableKind, stateful bool) []NftChain {
 	var established []string
+	hook := func(string) string { return "" }
 	if stateful {
 		established = []string{"ct state established,related accept"}
+		hook = func(h string) string { return "type filter hook " + h + " priority filter; policy accept;" }
 	}
 	if kind == PodTable {
 		return []NftChain{
-			{Name: "input", Base: "type filter hook input priority filter; policy accept;",
+			{Name: "input", Base: hook("input"),
 				Rules: append(slices.Clone(established), "iifname vmap @"+nftIngressMap)},
-			{Name: "output", Base: "type filter hook output priority filter; policy accept;",
+			{Name: "output", Base: hook("output"),
 				Rules: append(slices.Clone(established), "oifname vmap @"+nftEgressMap)},
 		}
 	}
 	return []NftChain{
-		{Name: "forward", Base: "type filter hook forward priority filter; policy accept;",
+		{Name: "forward", Base: hook("forward"),
 			Rules: append(established,
 				"iifname vmap @"+nftEgressMap,
 				fmt.Sprintf("iifname %q iifname != %q drop", nftPodVeths, nftVXLANDevice),

@@ -101,7 +101,7 @@ func NewClusterSource(cfg SourceConfig, kube kubernetes.Interface, dyn dynamic.I
 	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	s.watch(df.ForResource(tenants.GVR).Informer(), s.setTenant, s.deleteTenant)
 	s.watch(df.ForResource(MultiNetworkPolicyGVR).Informer(), s.setMultiPolicy, s.deleteMultiPolicy)
-	s.watch(df.ForResource(ipBlockGVR).Informer(), s.setBlock, s.deleteBlock)
+	s.watch(trimmed(df.ForResource(ipBlockGVR).Informer(), trimBlock), s.setBlock, s.deleteBlock)
 	s.start = append(s.start, df.Start)
 	nf := nadinformers.NewSharedInformerFactory(nads, 0)
 	s.watch(nf.K8sCniCncfIo().V1().NetworkAttachmentDefinitions().Informer(), s.setNAD, s.deleteNAD)
@@ -153,6 +153,26 @@ func (s *ClusterSource) trimNode(o any) any {
 		return o
 	}
 	return &corev1.Node{ObjectMeta: trimMeta(node.ObjectMeta, s.cfg.HostAddressAnnotation)}
+}
+
+// trimBlock keeps an IPBlock's name, tenant label and CIDR.
+func trimBlock(o any) any {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return o
+	}
+	cidr, _, _ := unstructured.NestedString(u.Object, "spec", "cidr")
+	out := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": u.GetAPIVersion(), "kind": u.GetKind(),
+		"spec": map[string]any{"cidr": cidr},
+	}}
+	out.SetName(u.GetName())
+	out.SetUID(u.GetUID())
+	out.SetResourceVersion(u.GetResourceVersion())
+	if t, ok := u.GetLabels()[tenantLabel]; ok {
+		out.SetLabels(map[string]string{tenantLabel: t})
+	}
+	return out
 }
 
 // trimMeta keeps an object's identity and the annotations named.

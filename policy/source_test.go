@@ -10,6 +10,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 func TestIPAMSubnets(t *testing.T) {
@@ -79,5 +80,22 @@ func TestTrimPod(t *testing.T) {
 	}
 	if !reflect.DeepEqual(podOf(small), podOf(pod)) {
 		t.Errorf("trimming changed what the source reads:\n%+v\n%+v", podOf(small), podOf(pod))
+	}
+}
+
+func TestTrimBlock(t *testing.T) {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "loom.dev/v1alpha1", "kind": "IPBlock",
+		"metadata": map[string]any{"name": "t.10-244-240-0-28", "labels": map[string]any{"loom.dev/tenant": "a", "loom.dev/node": "n1"}},
+		"spec":     map[string]any{"cidr": "10.244.240.0/28", "node": "n1", "allocations": []any{map[string]any{"ip": "10.244.240.1"}}},
+	}}
+	small := trimBlock(u).(*unstructured.Unstructured)
+	s := &ClusterSource{blocks: map[string]ipBlock{}}
+	s.setBlock(small)
+	if got := s.blocks["t.10-244-240-0-28"]; got.tenant != "a" || got.cidr.String() != "10.244.240.0/28" {
+		t.Errorf("block read from the trimmed object: %+v", got)
+	}
+	if _, ok := small.Object["spec"].(map[string]any)["allocations"]; ok {
+		t.Error("the trimmed block keeps its allocations")
 	}
 }
