@@ -323,30 +323,42 @@ func (te *tenancyEnv) testNetworkPolicy(t *testing.T) {
 	te.checkMatrix(t, te.tenantsOnly)
 }
 
-// testMultiNetworkPolicy: a MultiNetworkPolicy for the shared network isolates a1's ingress
-// there and leaves the primary network alone.
-func (te *tenancyEnv) testMultiNetworkPolicy(t *testing.T) {
+// multiPolicy creates a MultiNetworkPolicy for the shared network in tenant a's namespace,
+// selecting a1, and returns what deletes it.
+func (te *tenancyEnv) multiPolicy(t *testing.T, name string, spec map[string]any) (remove func()) {
+	t.Helper()
 	res := te.dyn.Resource(policy.MultiNetworkPolicyGVR).Namespace(nsA)
+	spec["podSelector"] = map[string]any{"matchLabels": map[string]any{"app": "a1"}}
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "k8s.cni.cncf.io/v1beta1", "kind": "MultiNetworkPolicy",
-		"metadata": map[string]any{"name": "a1-shared-closed", "annotations": map[string]any{"k8s.v1.cni.cncf.io/policy-for": sharedNet}},
-		"spec": map[string]any{
-			"podSelector": map[string]any{"matchLabels": map[string]any{"app": "a1"}},
-			"policyTypes": []any{"Ingress"},
-		},
+		"metadata": map[string]any{"name": name, "annotations": map[string]any{"k8s.v1.cni.cncf.io/policy-for": sharedNet}},
+		"spec":     spec,
 	}}
 	if _, err := res.Create(te.ctx, obj, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	te.checkMatrix(t, func(from, to *tpod, n string) bool {
-		if n == "shared" && to.name == "a1" {
-			return false
+	return func() {
+		t.Helper()
+		if err := res.Delete(te.ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
 		}
-		return te.tenantsOnly(from, to, n)
-	})
-	if err := res.Delete(te.ctx, "a1-shared-closed", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
 	}
+}
+
+// a1ClosedOnShared is the default rule with a1 unreachable on the shared network.
+func (te *tenancyEnv) a1ClosedOnShared(from, to *tpod, n string) bool {
+	if n == "shared" && to.name == "a1" {
+		return false
+	}
+	return te.tenantsOnly(from, to, n)
+}
+
+// testMultiNetworkPolicy: a MultiNetworkPolicy for the shared network isolates a1's ingress
+// there and leaves the primary network alone.
+func (te *tenancyEnv) testMultiNetworkPolicy(t *testing.T) {
+	remove := te.multiPolicy(t, "a1-shared-closed", map[string]any{"policyTypes": []any{"Ingress"}})
+	te.checkMatrix(t, te.a1ClosedOnShared)
+	remove()
 	te.checkMatrix(t, te.tenantsOnly)
 }
 
@@ -354,24 +366,10 @@ func (te *tenancyEnv) testMultiNetworkPolicy(t *testing.T) {
 // not validate) whose only rule names a bad CIDR allows nothing — its pod is isolated, never
 // opened — and its owner gets a Warning event saying why.
 func (te *tenancyEnv) testInvalidPolicy(t *testing.T) {
-	res := te.dyn.Resource(policy.MultiNetworkPolicyGVR).Namespace(nsA)
-	obj := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "k8s.cni.cncf.io/v1beta1", "kind": "MultiNetworkPolicy",
-		"metadata": map[string]any{"name": "a1-bad-cidr", "annotations": map[string]any{"k8s.v1.cni.cncf.io/policy-for": sharedNet}},
-		"spec": map[string]any{
-			"podSelector": map[string]any{"matchLabels": map[string]any{"app": "a1"}},
-			"ingress":     []any{map[string]any{"from": []any{map[string]any{"ipBlock": map[string]any{"cidr": "192.168.70.0/33"}}}}},
-		},
-	}}
-	if _, err := res.Create(te.ctx, obj, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	te.checkMatrix(t, func(from, to *tpod, n string) bool {
-		if n == "shared" && to.name == "a1" {
-			return false
-		}
-		return te.tenantsOnly(from, to, n)
+	remove := te.multiPolicy(t, "a1-bad-cidr", map[string]any{
+		"ingress": []any{map[string]any{"from": []any{map[string]any{"ipBlock": map[string]any{"cidr": "192.168.70.0/33"}}}}},
 	})
+	te.checkMatrix(t, te.a1ClosedOnShared)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		evs, err := te.c.Client().CoreV1().Events(nsA).List(te.ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=a1-bad-cidr"})
@@ -387,9 +385,7 @@ func (te *tenancyEnv) testInvalidPolicy(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if err := res.Delete(te.ctx, "a1-bad-cidr", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	remove()
 	te.checkMatrix(t, te.tenantsOnly)
 }
 
