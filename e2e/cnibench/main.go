@@ -24,6 +24,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 
 	"github.com/loom-cni/loom/delegate"
+	"github.com/loom-cni/loom/e2e/perf"
 )
 
 type pod struct{ namespace, name, uid string }
@@ -141,19 +142,9 @@ func run(conflistPath, binDir, ledgerDir, podList string, n int, life time.Durat
 
 	fmt.Printf("ADD+DEL through loom / bare delegates, paired: p50 %.3f, p10 %.3f, p90 %.3f\n",
 		ratios[len(ratios)/2], ratios[len(ratios)/10], ratios[len(ratios)*9/10])
-	bench("cni_add_del_p50_vs_bare", ratios[len(ratios)/2], "ratio", "<=", 1.15)
-	bench("concurrent_add_failures", float64(loomFail), "count", "==", 0)
+	perf.Verdict("cni_add_del_p50_vs_bare", ratios[len(ratios)/2], "ratio", "<=", 1.15)
+	perf.Verdict("concurrent_add_failures", float64(loomFail), "count", "==", 0)
 	return nil
-}
-
-// bench prints one verdict line in the format every Loom benchmark ends with.
-func bench(name string, measured float64, unit, op string, target float64) {
-	pass := map[string]bool{"<=": measured <= target, ">=": measured >= target, "==": measured == target, "<": measured < target}[op]
-	verdict := "FAIL"
-	if pass {
-		verdict = "PASS"
-	}
-	fmt.Printf("BENCH %s %.3g %s target %s %g %s\n", name, measured, unit, op, target, verdict)
 }
 
 func resolvedSpecs(ctx context.Context, cni *libcni.CNIConfig, loomList *libcni.NetworkConfigList, ledgerDir string, p pod) ([]delegate.Spec, error) {

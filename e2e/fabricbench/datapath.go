@@ -258,8 +258,8 @@ func report(paths []path, tput, rtt [][]float64) {
 		if p.reference {
 			continue
 		}
-		bench(p.name+"_throughput_vs_veth", tputRatio[i+1], "ratio", ">=", p.target.throughput)
-		bench(p.name+"_latency_p50_vs_veth", rttRatio[i+1], "ratio", "<=", p.target.latency)
+		perf.Verdict(p.name+"_throughput_vs_veth", tputRatio[i+1], "ratio", ">=", p.target.throughput)
+		perf.Verdict(p.name+"_latency_p50_vs_veth", rttRatio[i+1], "ratio", "<=", p.target.latency)
 	}
 }
 

@@ -166,9 +166,9 @@ func (b routesBench) vxlan(ctx context.Context) error {
 	}
 	fmt.Printf("  live: %d Nodes and %d IPBlocks created in %s; the last route %s after the last create; VmRSS %.1f MB (peak %.1f MB)\n",
 		n, n, ms(created.Sub(start)), ms(routed.Sub(created)), rssLive.rss, rssLive.hwm)
-	bench(fmt.Sprintf("routes_%s_%d_nodes_cold_start", mode, n), cold.Seconds(), "s", "<", routesTarget)
-	bench(fmt.Sprintf("routes_%s_%d_nodes_added_live", mode, n), routed.Sub(created).Seconds(), "s", "<", routesTarget)
-	bench(fmt.Sprintf("routes_%s_%d_nodes_loomd_rss", mode, n), max(rssCold.rss, rssLive.rss), "MB", "<", rssTarget)
+	perf.Verdict(fmt.Sprintf("routes_%s_%d_nodes_cold_start", mode, n), cold.Seconds(), "s", "<", routesTarget)
+	perf.Verdict(fmt.Sprintf("routes_%s_%d_nodes_added_live", mode, n), routed.Sub(created).Seconds(), "s", "<", routesTarget)
+	perf.Verdict(fmt.Sprintf("routes_%s_%d_nodes_loomd_rss", mode, n), max(rssCold.rss, rssLive.rss), "MB", "<", rssTarget)
 	return nil
 }
 
@@ -266,8 +266,8 @@ func (b routesBench) announced(ctx context.Context) error {
 		return fmt.Errorf("withdrawn routes on %s: %w", b.node.Name, err)
 	}
 	fmt.Printf("  withdrawn: the routes gone %s after the router was told\n", ms(time.Since(withdrawn)))
-	bench(fmt.Sprintf("routes_bgp_%d_nodes_announced", n), all.Sub(told).Seconds(), "s", "<", routesTarget)
-	bench(fmt.Sprintf("routes_bgp_%d_nodes_loomd_rss", n), mem.rss, "MB", "<", rssTarget)
+	perf.Verdict(fmt.Sprintf("routes_bgp_%d_nodes_announced", n), all.Sub(told).Seconds(), "s", "<", routesTarget)
+	perf.Verdict(fmt.Sprintf("routes_bgp_%d_nodes_loomd_rss", n), mem.rss, "MB", "<", rssTarget)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package perf
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -76,5 +77,27 @@ func TestLastLines(t *testing.T) {
 	}
 	if got, want := lastLines([]byte("only\n"), 3), "only"; got != want {
 		t.Errorf("lastLines = %q, want %q", got, want)
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		measured float64
+		op       string
+		target   float64
+		want     string
+	}{
+		{17.9, "<", 20, "BENCH x 17.9 ms target < 20 PASS\n"},
+		{20, "<", 20, "BENCH x 20 ms target < 20 FAIL\n"},
+		{0.95, ">=", 0.95, "BENCH x 0.95 ms target >= 0.95 PASS\n"},
+		{1.13, "<=", 1.1, "BENCH x 1.13 ms target <= 1.1 FAIL\n"},
+		{0, "==", 0, "BENCH x 0 ms target == 0 PASS\n"},
+		{1, "!=", 0, "BENCH x 1 ms target != 0 FAIL\n"},
+	} {
+		var b strings.Builder
+		writeVerdict(&b, "x", tc.measured, "ms", tc.op, tc.target)
+		if b.String() != tc.want {
+			t.Errorf("got %q, want %q", b.String(), tc.want)
+		}
 	}
 }

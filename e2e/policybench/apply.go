@@ -96,9 +96,9 @@ func runApply(ctx context.Context, o applyOptions) error {
 	fmt.Printf("  admit one pod, ms: %s\n", joinMS(t.admit))
 	fmt.Printf("  release one pod, ms: %s\n", joinMS(t.release))
 	fmt.Printf("  of each admit and release, compile and render take about %.1f ms; the rest is the snapshot's copy, the diff and nft\n", ms(pure))
-	bench("policy-apply-one-pod", ms(perf.MedianDuration(t.admit)), "ms", "<", 20)
-	bench("policy-release-one-pod", ms(perf.MedianDuration(t.release)), "ms", "<", 20)
-	bench("policy-full-resync", perf.MedianDuration(t.resync).Seconds(), "s", "<", 2)
+	perf.Verdict("policy-apply-one-pod", ms(perf.MedianDuration(t.admit)), "ms", "<", 20)
+	perf.Verdict("policy-release-one-pod", ms(perf.MedianDuration(t.release)), "ms", "<", 20)
+	perf.Verdict("policy-full-resync", perf.MedianDuration(t.resync).Seconds(), "s", "<", 2)
 	return nil
 }
 

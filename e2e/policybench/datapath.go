@@ -341,10 +341,10 @@ func reportDatapath(sides []side, tput, rtt [][]float64) {
 	ctr, clr := ratio("table / conntrack only", 1, 2)
 	// Two baselines. A bare namespace tracks no connections; a Kubernetes node does (kube-proxy
 	// and any NAT turn conntrack on), and the policy's own cost is what it adds to that.
-	bench("policy-datapath-throughput-vs-none", tr, "ratio", ">=", 0.95)
-	bench("policy-datapath-latency-p50-vs-none", lr, "ratio", "<=", 1.1)
-	bench("policy-datapath-throughput-vs-conntrack-node", ctr, "ratio", ">=", 0.95)
-	bench("policy-datapath-latency-p50-vs-conntrack-node", clr, "ratio", "<=", 1.1)
+	perf.Verdict("policy-datapath-throughput-vs-none", tr, "ratio", ">=", 0.95)
+	perf.Verdict("policy-datapath-latency-p50-vs-none", lr, "ratio", "<=", 1.1)
+	perf.Verdict("policy-datapath-throughput-vs-conntrack-node", ctr, "ratio", ">=", 0.95)
+	perf.Verdict("policy-datapath-latency-p50-vs-conntrack-node", clr, "ratio", "<=", 1.1)
 }
 
 // describeTable says how big a rendered table is.

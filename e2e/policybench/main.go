@@ -99,13 +99,3 @@ type commonOptions struct {
 	nft    string
 	shape  shape
 }
-
-// bench prints one verdict line in the format every Loom benchmark ends with.
-func bench(name string, measured float64, unit, op string, target float64) {
-	pass := map[string]bool{"<=": measured <= target, ">=": measured >= target, "<": measured < target}[op]
-	verdict := "FAIL"
-	if pass {
-		verdict = "PASS"
-	}
-	fmt.Printf("BENCH %s %.3g %s target %s %g %s\n", name, measured, unit, op, target, verdict)
-}
