@@ -231,15 +231,16 @@ func (s *Service) del(ctx context.Context, req *cniserver.Request, pa podArgs) e
 		}
 		return specs, ref
 	}
-	if err := s.orch.Del(ctx, delegate.ContainerID(req.ContainerID), req.Netns, fallback); err != nil {
-		return types.NewError(types.ErrInternal, err.Error(), "")
-	}
 	if s.enforcer != nil {
-		// The pod's interfaces are gone; stale rules for them match nothing, so a failure
-		// here is logged and retried by the engine's next sync, never a failed DEL.
+		// The rules go first: the pod's addresses leave the sets before its IPAM can hand
+		// them to another pod. A failure is logged and left to the engine's next sync, never
+		// a failed DEL.
 		if err := s.enforcer.Release(ctx, req.ContainerID); err != nil {
 			s.log.Warn("remove a deleted pod's rules", "containerID", req.ContainerID, "error", err)
 		}
+	}
+	if err := s.orch.Del(ctx, delegate.ContainerID(req.ContainerID), req.Netns, fallback); err != nil {
+		return types.NewError(types.ErrInternal, err.Error(), "")
 	}
 	return nil
 }
