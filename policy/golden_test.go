@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files of the compile tests")
+var update = flag.Bool("update", false, "rewrite the golden files")
 
 // fixture is a compile test's input: a snapshot with its policies written as the Kubernetes
 // objects they come from, and the node to compile for.
@@ -87,21 +87,26 @@ func TestCompileGolden(t *testing.T) {
 		t.Run(filepath.Base(in), func(t *testing.T) {
 			s, node := loadFixture(t, in)
 			got := []byte(formatRuleset(Compile(s, node)))
-			golden := strings.TrimSuffix(in, ".yaml") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (go test -run Golden -update writes it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("Compile(%s) differs from %s (go test -run Golden -update rewrites it):\n%s", in, golden, got)
-			}
+			assertGolden(t, strings.TrimSuffix(in, ".yaml")+".golden", got)
 		})
+	}
+}
+
+// assertGolden compares got with the golden file at path; with -update it writes the file
+// first.
+func assertGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -run Golden -update writes it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s (go test -run Golden -update rewrites it):\n%s", path, got)
 	}
 }
 

@@ -41,19 +41,7 @@ func TestRenderCompiledGolden(t *testing.T) {
 				b.WriteString("# " + tb.title + "\n" + tb.table.String() + "\n")
 			}
 			got := b.String()
-			path := filepath.Join("testdata", "render", "compiled-"+name+".nft")
-			if goldenUpdate() {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("read golden file (go test -run Golden -update writes it): %v", err)
-			}
-			if got != string(want) {
-				t.Errorf("rendered tables differ from %s (-update rewrites it):\n%s", path, got)
-			}
+			assertGolden(t, filepath.Join("testdata", "render", "compiled-"+name+".nft"), []byte(got))
 			if os.Geteuid() != 0 {
 				return
 			}

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"flag"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -10,19 +9,6 @@ import (
 	"strings"
 	"testing"
 )
-
-// The golden files are rewritten by "go test -run TestRender -update". Other golden tests
-// of the package may register the flag too; whoever comes first does.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite golden files")
-	}
-}
-
-func goldenUpdate() bool {
-	f := flag.Lookup("update")
-	return f != nil && f.Value.String() == "true"
-}
 
 func renderAddrs(ss ...string) []netip.Addr {
 	var out []netip.Addr
@@ -156,19 +142,7 @@ func TestRenderGolden(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Render(tc.table, tc.kind).String()
-			path := filepath.Join("testdata", "render", tc.name+".nft")
-			if goldenUpdate() {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("read golden file (go test -run TestRenderGolden -update writes it): %v", err)
-			}
-			if got != string(want) {
-				t.Errorf("Render differs from %s (-update rewrites it):\n%s", path, got)
-			}
+			assertGolden(t, filepath.Join("testdata", "render", tc.name+".nft"), []byte(got))
 			if again := Render(tc.table, tc.kind); !again.Equal(Render(tc.table, tc.kind)) {
 				t.Errorf("two renderings of one table differ")
 			}
