@@ -1,16 +1,19 @@
 package daemon
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/loom-cni/loom/fabric"
+	"github.com/loom-cni/loom/sriov"
 )
 
 // BuiltinNetwork is the name of Loom's own primary network, as network-status shows it.
@@ -57,6 +60,9 @@ type Config struct {
 	// Policy configures the policy engine, which enforces tenants, NetworkPolicies and
 	// MultiNetworkPolicies. It runs when PrimaryNetwork is set, unless disabled here.
 	Policy PolicyConfig `json:"policy,omitempty"`
+	// SRIOV configures SR-IOV: VF discovery, the device plugin of each pool, and the
+	// loom-sriov attachment.
+	SRIOV SRIOVConfig `json:"sriov,omitempty"`
 	// HealthAddress serves /healthz and /readyz.
 	HealthAddress string `json:"healthAddress,omitempty"`
 	// PodWait bounds how long an ADD waits for the pod to reach the informer cache before
@@ -75,6 +81,48 @@ type PolicyConfig struct {
 	// VerifyInterval is how often the engine checks that the kernel still holds its rules,
 	// rewriting what someone changed; default 30s.
 	VerifyInterval Duration `json:"verifyInterval,omitempty"`
+}
+
+// SRIOVConfig configures SR-IOV. The loom-sriov attachment works on any VF the kubelet
+// allocates, also through another device plugin; Pools turn on Loom's own device plugin.
+type SRIOVConfig struct {
+	// Pools are the resource pools Loom's device plugin advertises, in the format of
+	// sriov.ParsePools' "pools" list. None: loomd runs no device plugin.
+	Pools json.RawMessage `json:"pools,omitempty"`
+	// SysfsRoot is the directory holding the sys/ tree VFs are discovered in; default "/".
+	SysfsRoot string `json:"sysfsRoot,omitempty"`
+	// DevicePluginDir is the kubelet's device plugin directory.
+	DevicePluginDir string `json:"devicePluginDir,omitempty"`
+	// PodResourcesSocket is the kubelet's PodResources API socket, where ADD reads the
+	// devices allocated to a pod.
+	PodResourcesSocket string `json:"podResourcesSocket,omitempty"`
+	// DevInfoDir is where NPWG device-info files are written.
+	DevInfoDir string `json:"devInfoDir,omitempty"`
+	// StateDir holds a claim per VF in use, with the VF's state to restore at DEL.
+	StateDir string `json:"stateDir,omitempty"`
+	// RescanInterval is how often sysfs is read again for changed VFs; default 200ms.
+	RescanInterval Duration `json:"rescanInterval,omitempty"`
+	// PFConfig is how VF settings are written to their PF: "netlink" (the default), or
+	// "record:<file>", which records them in a file instead, for nodes without SR-IOV
+	// hardware such as the simulated cluster's.
+	PFConfig string `json:"pfConfig,omitempty"`
+}
+
+// ParsedPools returns the SR-IOV pools, parsed.
+func (c SRIOVConfig) ParsedPools() ([]sriov.PoolConfig, error) {
+	if len(c.Pools) == 0 {
+		return nil, nil
+	}
+	return sriov.ParsePools([]byte(`{"pools":` + string(c.Pools) + `}`))
+}
+
+// RecordFile returns the file of a "record:<file>" PFConfig, "" for netlink.
+func (c SRIOVConfig) RecordFile() string {
+	f, _ := strings.CutPrefix(c.PFConfig, "record:")
+	if f == c.PFConfig {
+		return ""
+	}
+	return f
 }
 
 // PolicyEnabled reports whether loomd runs the policy engine.
@@ -152,6 +200,15 @@ func (c Config) withDefaults() Config {
 	if c.PodWait.Duration == 0 {
 		c.PodWait.Duration = 10 * time.Second
 	}
+	def(&c.SRIOV.SysfsRoot, "/")
+	def(&c.SRIOV.DevicePluginDir, "/var/lib/kubelet/device-plugins")
+	def(&c.SRIOV.PodResourcesSocket, "/var/lib/kubelet/pod-resources/kubelet.sock")
+	def(&c.SRIOV.DevInfoDir, "/var/run/k8s.cni.cncf.io/devinfo")
+	def(&c.SRIOV.StateDir, "/var/lib/loom/sriov")
+	def(&c.SRIOV.PFConfig, "netlink")
+	if c.SRIOV.RescanInterval.Duration == 0 {
+		c.SRIOV.RescanInterval.Duration = 200 * time.Millisecond
+	}
 	return c
 }
 
@@ -172,6 +229,9 @@ func (c Config) Validate() error {
 	for name, p := range map[string]string{
 		"socket": c.Socket, "cniConfDir": c.CNIConfDir, "cniBinDir": c.CNIBinDir,
 		"cniCacheDir": c.CNICacheDir, "ledgerDir": c.LedgerDir, "netConfDir": c.NetConfDir,
+		"sriov.sysfsRoot": c.SRIOV.SysfsRoot, "sriov.devicePluginDir": c.SRIOV.DevicePluginDir,
+		"sriov.podResourcesSocket": c.SRIOV.PodResourcesSocket, "sriov.devInfoDir": c.SRIOV.DevInfoDir,
+		"sriov.stateDir": c.SRIOV.StateDir,
 	} {
 		if !filepath.IsAbs(p) {
 			errs = append(errs, fmt.Errorf("%s: %q is not an absolute path", name, p))
@@ -190,6 +250,15 @@ func (c Config) Validate() error {
 	}
 	if c.PodWait.Duration < 0 {
 		errs = append(errs, fmt.Errorf("podWait: %s is negative", c.PodWait))
+	}
+	if _, err := c.SRIOV.ParsedPools(); err != nil {
+		errs = append(errs, fmt.Errorf("sriov.pools: %w", err))
+	}
+	if c.SRIOV.RescanInterval.Duration < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("sriov.rescanInterval: %s is below 10ms", c.SRIOV.RescanInterval))
+	}
+	if f := c.SRIOV.RecordFile(); c.SRIOV.PFConfig != "netlink" && !filepath.IsAbs(f) {
+		errs = append(errs, fmt.Errorf(`sriov.pfConfig: %q is neither "netlink" nor "record:" and an absolute path`, c.SRIOV.PFConfig))
 	}
 	return errors.Join(errs...)
 }

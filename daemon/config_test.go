@@ -25,6 +25,8 @@ func TestParseConfigDefaultsAndValidates(t *testing.T) {
 		{"bad level", "nodeName: n1\ndefaultNetwork: d\nlogLevel: loud\n", "logLevel"},
 		{"bad duration", "nodeName: n1\ndefaultNetwork: d\npodWait: soon\n", "invalid duration \"soon\""},
 		{"bad primary network", "nodeName: n1\nprimaryNetwork: {mode: gre, clusterCIDR: 10.0.0.0/8}\n", "primaryNetwork: mode"},
+		{"bad sriov pool", "nodeName: n1\ndefaultNetwork: d\nsriov: {pools: [{resourceName: loom.dev/a, selectors: {pfNames: ['ens1f0#7-2']}}]}\n", "sriov.pools"},
+		{"bad pf config", "nodeName: n1\ndefaultNetwork: d\nsriov: {pfConfig: 'record:rel/file'}\n", "sriov.pfConfig"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tc.yaml))
@@ -32,6 +34,27 @@ func TestParseConfigDefaultsAndValidates(t *testing.T) {
 				t.Fatalf("err = %v, want one mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestSRIOVConfig(t *testing.T) {
+	c, err := ParseConfig([]byte(`nodeName: n1
+defaultNetwork: d
+sriov:
+  pfConfig: record:/var/lib/loom/vf-state.json
+  pools:
+  - resourceName: loom.dev/sriov_net_a
+    selectors: {pfNames: ["ens1f0#0-3"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pools, err := c.SRIOV.ParsedPools()
+	if err != nil || len(pools) != 1 || pools[0].Name != "loom.dev/sriov_net_a" {
+		t.Fatalf("pools = %+v, %v", pools, err)
+	}
+	if c.SRIOV.RecordFile() != "/var/lib/loom/vf-state.json" || c.SRIOV.SysfsRoot != "/" || c.SRIOV.RescanInterval.Duration != 200*time.Millisecond {
+		t.Errorf("sriov settings: %+v", c.SRIOV)
 	}
 }
 

@@ -29,8 +29,9 @@ type Service struct {
 	annotator *Annotator
 	log       *slog.Logger
 	ready     atomic.Bool
-	tenancy   *Tenancy // nil: no tenancy checks
-	enforcer  Enforcer // nil: no policy engine
+	tenancy   *Tenancy     // nil: no tenancy checks
+	enforcer  Enforcer     // nil: no policy engine
+	devices   DeviceLister // nil: no kubelet to ask for devices
 }
 
 var _ cniserver.Handler = (*Service)(nil)
@@ -134,6 +135,9 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request, pa podArgs) (
 		if err = s.tenancy.Check(pod, specs); err != nil {
 			return nil, tenancyError(err)
 		}
+	}
+	if specs, err = s.withDevices(ctx, pod, specs); err != nil {
+		return nil, err
 	}
 	ref := delegate.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: delegate.PodUID(pod.UID)}
 	id := delegate.ContainerID(req.ContainerID)

@@ -48,6 +48,10 @@ type Spec struct {
 	// DefaultRoute lists the gateways the pod asked this attachment to carry the default
 	// route through ("default-route" in the annotation).
 	DefaultRoute []string `json:"defaultRoute,omitempty"`
+	// Resource is the device plugin resource the NetworkAttachmentDefinition names
+	// (k8s.v1.cni.cncf.io/resourceName), "" for none. loomd puts the device the kubelet
+	// allocated to the pod into Config as "deviceID" before the attachment runs.
+	Resource string `json:"resource,omitempty"`
 }
 
 // Call is one invocation of an Attachment: a Spec applied to a container.
@@ -79,6 +83,12 @@ type Collector interface {
 // A StatusReporter is an Attachment that can tell whether a network is ready for ADDs.
 type StatusReporter interface {
 	Status(ctx context.Context, s Spec) error
+}
+
+// A DeviceReporter is an Attachment whose interfaces are devices: it gives the NPWG
+// device-info object of the device a call attached, which network-status carries.
+type DeviceReporter interface {
+	DeviceInfo(c Call, res types.Result) (json.RawMessage, error)
 }
 
 // Outcome is an attachment that was made: its Spec, the result its Attachment returned, and

@@ -102,8 +102,13 @@ func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netn
 		if err != nil {
 			return nil, o.rollback(ctx, rec, i, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: err})
 		}
+		if r, ok := o.kinds[e.Kind].(DeviceReporter); ok {
+			if e.DeviceInfo, err = r.DeviceInfo(call, res); err != nil {
+				return nil, o.rollback(ctx, rec, i, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: fmt.Errorf("device-info: %w", err)})
+			}
+		}
 		e.State = StateAdded
-		outcomes = append(outcomes, Outcome{Spec: e.Spec, Result: res})
+		outcomes = append(outcomes, Outcome{Spec: e.Spec, Result: res, DeviceInfo: e.DeviceInfo})
 	}
 	last := len(specs) - 1
 	for _, s := range specs {

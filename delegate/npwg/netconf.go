@@ -246,3 +246,25 @@ func confFile(dir fs.FS, name string, byFileName bool) (file string, raw []byte,
 	}
 	return "", nil, errors.New(msg)
 }
+
+// WithDeviceID returns the configuration list config with "deviceID" set to id in every
+// plugin, as device-aware plugins (sriov-cni, host-device, Loom's loom-sriov) read it. Numbers
+// in the configuration are kept as they were written.
+func WithDeviceID(config []byte, id string) ([]byte, error) {
+	list, err := decodeConfigObject(config)
+	if err != nil {
+		return nil, err
+	}
+	plugins, ok := list["plugins"].([]any)
+	if !ok {
+		return nil, errors.New(`set deviceID: not a configuration list`)
+	}
+	for i, p := range plugins {
+		plugin, ok := p.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("set deviceID: plugin %d is not a JSON object", i)
+		}
+		plugin["deviceID"] = id
+	}
+	return json.Marshal(list)
+}

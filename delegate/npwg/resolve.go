@@ -317,6 +317,7 @@ func (r *Resolver) nadConfig(podRef string, a attachment, ns, name string, s *de
 func (r *Resolver) loadNAD(podRef string, a attachment, ns, name string, nad *nadv1.NetworkAttachmentDefinition, s *delegate.Spec) (netConfig, error) {
 	ref := ns + "/" + name
 	s.Network, s.NetworkUID = ref, string(nad.UID)
+	s.Resource = strings.TrimSpace(nad.Annotations[ResourceNameAnnot])
 	raw, source := []byte(nad.Spec.Config), "spec.config of NetworkAttachmentDefinition "+ref
 	if strings.TrimSpace(nad.Spec.Config) == "" {
 		file, data, err := confFile(r.confDir, name, false)

@@ -489,3 +489,37 @@ func TestResolveBuiltinAndInProcess(t *testing.T) {
 		t.Errorf("default network = %q, want the NAD kube-system/loom", specs[0].Network)
 	}
 }
+
+func TestResolveDeviceResource(t *testing.T) {
+	nads := testNADs()
+	vf := newNAD("web", "net-vf", `{"type":"loom-sriov","vlan":100}`)
+	vf.Annotations = map[string]string{ResourceNameAnnot: " loom.dev/sriov_a "}
+	nads.nads["web/net-vf"] = vf
+	r := testResolver(t, func(c *Config) { c.NADs = nads; c.InProcess = []string{"loom-sriov"} })
+	specs, err := r.Resolve(testPod(map[string]string{nadv1.NetworkAttachmentAnnot: "net-vf, net-a"}), "eth0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if specs[1].Resource != "loom.dev/sriov_a" || specs[1].Kind != "loom-sriov" {
+		t.Errorf("VF network: resource %q kind %q", specs[1].Resource, specs[1].Kind)
+	}
+	if specs[2].Resource != "" {
+		t.Errorf("a NAD without the annotation has resource %q", specs[2].Resource)
+	}
+	conf, err := WithDeviceID(specs[1].Config, "0000:3b:02.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Plugins []struct {
+			DeviceID string      `json:"deviceID"`
+			VLAN     json.Number `json:"vlan"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(conf, &list); err != nil || list.Plugins[0].DeviceID != "0000:3b:02.0" || list.Plugins[0].VLAN != "100" {
+		t.Errorf("WithDeviceID = %s (%v)", conf, err)
+	}
+	if _, err := WithDeviceID([]byte(`{"type":"x"}`), "a"); err == nil {
+		t.Error("WithDeviceID accepted a configuration that is not a list")
+	}
+}

@@ -16,6 +16,10 @@ import (
 // pod. It holds exactly one network in either annotation format.
 const DefaultNetworkAnnot = "v1.multus-cni.io/default-network"
 
+// ResourceNameAnnot is the NetworkAttachmentDefinition annotation naming the device plugin
+// resource whose devices the network's interfaces are (NPWG device-info spec).
+const ResourceNameAnnot = "k8s.v1.cni.cncf.io/resourceName"
+
 // Selection is one network a pod selects, parsed and validated: an element of the JSON form of
 // the networks annotation, or one item of its comma-separated form. Addresses are in canonical
 // form. A Selection owns its slices and maps; nothing else refers to them.
