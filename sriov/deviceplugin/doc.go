@@ -20,4 +20,17 @@
 // upper-cased, every other character than a letter or digit turned into '_') holding the
 // allocated PCI addresses, comma-separated. GetPreferredAllocation keeps a container's devices
 // on one NUMA node where it can.
+//
+// Allocate also writes each device's NPWG device-info file (spec 1.1.0: type "pci", the VF's
+// and its PF's PCI addresses) where the NPWG client library looks for it,
+// <DevInfoDir>/dp/<resource>-<device>-device.json with every "/" turned into "-", so the
+// attachment that gets the device can report it in the pod's network-status. The file is
+// replaced, not refused, when the device is allocated again; it is removed when the device
+// leaves the pool, and Start removes those an earlier run left for devices no longer there.
+// Files stay when the plugin stops: the pods holding the devices still run.
+//
+// A Manager owns the plugins of a node's pools: it scans sysfs once (failing if it cannot),
+// starts a plugin per pool, a pool without VFs included, and rescans every interval with
+// sriov.Watch, calling Update only on the plugins whose pools changed. A scan that fails keeps
+// the pools as they were; the kubelet sees nothing of it.
 package deviceplugin

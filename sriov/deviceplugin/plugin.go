@@ -35,6 +35,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Poll is how often kubelet.sock is checked for a kubelet restart; one second when zero.
 	Poll time.Duration
+	// DevInfoDir is the NPWG device-info directory, where Allocate writes a file for each
+	// device it hands out (in dp/); DefaultDevInfoDir when empty.
+	DevInfoDir string
 }
 
 // Plugin is the device plugin of one pool. Start serves and registers it, Update changes its
@@ -47,6 +50,7 @@ type Plugin struct {
 	socket   string
 	log      *slog.Logger
 	poll     time.Duration
+	devInfo  string
 
 	mu      sync.Mutex
 	vfs     map[string]sriov.VF // by PCI address
@@ -72,12 +76,16 @@ func New(cfg Config, vfs []sriov.VF) *Plugin {
 	if cfg.Poll == 0 {
 		cfg.Poll = time.Second
 	}
+	if cfg.DevInfoDir == "" {
+		cfg.DevInfoDir = DefaultDevInfoDir
+	}
 	p := &Plugin{
 		resource: cfg.Resource,
 		dir:      cfg.Dir,
 		socket:   "loom-" + strings.ToLower(sanitize(cfg.Resource)) + ".sock",
 		log:      cfg.Logger.With("resource", string(cfg.Resource)),
 		poll:     cfg.Poll,
+		devInfo:  cfg.DevInfoDir,
 		changed:  make(chan struct{}),
 	}
 	p.vfs = byAddress(vfs)
@@ -89,10 +97,14 @@ func (p *Plugin) Socket() string {
 	return filepath.Join(p.dir, p.socket)
 }
 
-// Start serves the plugin on its socket and watches kubelet.sock, registering with the kubelet
+// Start removes the device-info files an earlier run left for devices no longer in the pool,
+// serves the plugin on its socket and watches kubelet.sock, registering with the kubelet
 // whenever it appears anew. A failed registration is logged and retried at the next poll. Start
 // fails only when it cannot serve.
 func (p *Plugin) Start() error {
+	p.mu.Lock()
+	p.removeStaleDevInfo()
+	p.mu.Unlock()
 	if err := p.serve(); err != nil {
 		return err
 	}
@@ -126,12 +138,37 @@ func (p *Plugin) Stop() {
 }
 
 // Update replaces the plugin's devices with vfs; every ListAndWatch stream sends the new list.
+// The device-info files of devices that left the pool are removed.
 func (p *Plugin) Update(vfs []sriov.VF) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	old := p.vfs
 	p.vfs = byAddress(vfs)
+	for address := range old {
+		if _, ok := p.vfs[address]; ok {
+			continue
+		}
+		if err := removeDevInfo(p.devInfo, p.resource, address); err != nil {
+			p.log.Warn("remove the device info of a device that left the pool", "device", address, "error", err)
+		}
+	}
 	close(p.changed)
 	p.changed = make(chan struct{})
+}
+
+// removeStaleDevInfo removes the device-info files of devices not in the pool. p.mu must be
+// held.
+func (p *Plugin) removeStaleDevInfo() {
+	stale, err := staleDevInfo(p.devInfo, p.resource, p.vfs)
+	if err != nil {
+		p.log.Warn("look for stale device info files", "dir", p.devInfo, "error", err)
+		return
+	}
+	for _, address := range stale {
+		if err := removeDevInfo(p.devInfo, p.resource, address); err != nil {
+			p.log.Warn("remove stale device info file", "device", address, "error", err)
+		}
+	}
 }
 
 func byAddress(vfs []sriov.VF) map[string]sriov.VF {

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/loom-cni/loom/internal/fakekubelet"
 	"github.com/loom-cni/loom/sriov"
 	"github.com/loom-cni/loom/sriov/deviceplugin"
 	"github.com/loom-cni/loom/sriov/sriovtest"
@@ -27,63 +26,7 @@ import (
 const resource sriov.ResourceName = "loom.dev/sriov_net_a"
 
 // wait bounds every wait for the plugin; tests normally take milliseconds.
-const wait = 2 * time.Second
-
-// kubelet plays the kubelet's registration service on kubelet.sock in a directory, as the
-// kubelet's device manager does, and records what plugins register.
-type kubelet struct {
-	pluginapi.UnimplementedRegistrationServer
-	server   *grpc.Server
-	path     string
-	requests chan *pluginapi.RegisterRequest
-}
-
-func startKubelet(t *testing.T, dir string) *kubelet {
-	t.Helper()
-	k := &kubelet{
-		server:   grpc.NewServer(),
-		path:     filepath.Join(dir, "kubelet.sock"),
-		requests: make(chan *pluginapi.RegisterRequest, 16),
-	}
-	lis, err := net.Listen("unix", k.path)
-	if err != nil {
-		t.Fatalf("listen on %s: %v", k.path, err)
-	}
-	pluginapi.RegisterRegistrationServer(k.server, k)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = k.server.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		k.stop()
-		<-done
-	})
-	return k
-}
-
-// stop ends the kubelet and removes its socket, as a kubelet going down does.
-func (k *kubelet) stop() {
-	k.server.Stop()
-	_ = os.Remove(k.path)
-}
-
-func (k *kubelet) Register(_ context.Context, req *pluginapi.RegisterRequest) (*pluginapi.Empty, error) {
-	k.requests <- req
-	return &pluginapi.Empty{}, nil
-}
-
-// registered waits for the next registration.
-func (k *kubelet) registered(t *testing.T) *pluginapi.RegisterRequest {
-	t.Helper()
-	select {
-	case req := <-k.requests:
-		return req
-	case <-time.After(wait):
-		t.Fatal("no plugin registered")
-		return nil
-	}
-}
+const wait = 5 * time.Second
 
 // shortDir returns a fresh directory with a path short enough for unix sockets, which
 // t.TempDir's may not be.
@@ -97,25 +40,41 @@ func shortDir(t *testing.T) string {
 	return dir
 }
 
-// env is a plugin serving vfs, the fake kubelet it registered with, and a client dialed back
-// on the endpoint it registered, as the kubelet does.
+// env is a plugin serving vfs, the fake kubelet it registered with, and a client of the
+// plugin's own socket for the tests that call it directly.
 type env struct {
 	dir     string
+	devInfo string
 	plugin  *deviceplugin.Plugin
-	kubelet *kubelet
+	kubelet *fakekubelet.Kubelet
 	client  pluginapi.DevicePluginClient
-	request *pluginapi.RegisterRequest
 }
 
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// startKubelet starts a fake kubelet serving dir, stopped when the test ends.
+func startKubelet(t *testing.T, dir string) *fakekubelet.Kubelet {
+	t.Helper()
+	k, err := fakekubelet.Start(fakekubelet.Config{PluginDir: dir, Logger: discard()})
+	if err != nil {
+		t.Fatalf("start fake kubelet: %v", err)
+	}
+	t.Cleanup(k.Stop)
+	return k
+}
+
+// start starts a fake kubelet and a plugin serving vfs, and waits until the kubelet lists
+// the plugin's devices.
 func start(t *testing.T, vfs []sriov.VF) *env {
 	t.Helper()
-	e := &env{dir: shortDir(t)}
+	e := &env{dir: shortDir(t), devInfo: t.TempDir()}
 	e.kubelet = startKubelet(t, e.dir)
 	e.plugin = deviceplugin.New(deviceplugin.Config{
-		Resource: resource,
-		Dir:      e.dir,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Poll:     10 * time.Millisecond,
+		Resource:   resource,
+		Dir:        e.dir,
+		Logger:     discard(),
+		Poll:       10 * time.Millisecond,
+		DevInfoDir: e.devInfo,
 	}, vfs)
 	if err := e.plugin.Start(); err != nil {
 		t.Fatalf("start: %v", err)
@@ -126,8 +85,8 @@ func start(t *testing.T, vfs []sriov.VF) *env {
 			t.Errorf("plugin socket %s left after Stop (stat: %v)", e.plugin.Socket(), err)
 		}
 	})
-	e.request = e.kubelet.registered(t)
-	e.client = dial(t, filepath.Join(e.dir, e.request.Endpoint))
+	waitDevices(t, e.kubelet, func(ds []device) bool { return len(ds) == len(vfs) && e.kubelet.Serves(string(resource)) })
+	e.client = dial(t, e.plugin.Socket())
 	return e
 }
 
@@ -158,12 +117,24 @@ func scan(t *testing.T, tree *sriovtest.Tree) []sriov.VF {
 	return inv.VFs()
 }
 
-type device struct {
-	id, health string
-	numa       int64
+type device = fakekubelet.Device
+
+// waitDevices waits until ok accepts the devices the kubelet lists for resource.
+func waitDevices(t *testing.T, k *fakekubelet.Kubelet, ok func([]device) bool) {
+	t.Helper()
+	if err := k.WaitDevices(ctx(t), string(resource), ok); err != nil {
+		t.Fatal(err)
+	}
 }
 
-func devices(t *testing.T, stream grpc.ServerStreamingClient[pluginapi.ListAndWatchResponse]) []device {
+// listed waits until the kubelet lists want for resource.
+func listed(t *testing.T, k *fakekubelet.Kubelet, want []device) {
+	t.Helper()
+	waitDevices(t, k, func(got []device) bool { return reflect.DeepEqual(got, want) || len(got) == 0 && len(want) == 0 })
+}
+
+// streamed receives the next list from a ListAndWatch stream.
+func streamed(t *testing.T, stream grpc.ServerStreamingClient[pluginapi.ListAndWatchResponse]) []device {
 	t.Helper()
 	resp, err := stream.Recv()
 	if err != nil {
@@ -171,11 +142,11 @@ func devices(t *testing.T, stream grpc.ServerStreamingClient[pluginapi.ListAndWa
 	}
 	var got []device
 	for _, d := range resp.Devices {
-		numa := int64(-1)
+		numa := -1
 		if d.Topology != nil && len(d.Topology.Nodes) == 1 {
-			numa = d.Topology.Nodes[0].ID
+			numa = int(d.Topology.Nodes[0].ID)
 		}
-		got = append(got, device{d.ID, d.Health, numa})
+		got = append(got, device{ID: d.ID, Health: d.Health, NUMA: numa})
 	}
 	return got
 }
@@ -184,41 +155,32 @@ func TestRegisterAndList(t *testing.T) {
 	tree := sriovtest.New(t, sriovtest.Uniform(2, 2)...) // ens1f0: netdev VFs on NUMA 0; ens1f1: DPDK on 1
 	e := start(t, scan(t, tree))
 
-	if e.request.Version != pluginapi.Version || e.request.ResourceName != string(resource) ||
-		!e.request.Options.GetGetPreferredAllocationAvailable() {
-		t.Errorf("register request = %v", e.request)
+	want := []device{
+		{ID: tree.VFAddress("ens1f0", 0), Health: pluginapi.Healthy, NUMA: 0},
+		{ID: tree.VFAddress("ens1f0", 1), Health: pluginapi.Healthy, NUMA: 0},
+		{ID: tree.VFAddress("ens1f1", 0), Health: pluginapi.Healthy, NUMA: 1},
+		{ID: tree.VFAddress("ens1f1", 1), Health: pluginapi.Healthy, NUMA: 1},
 	}
-	if strings.Contains(e.request.Endpoint, "/") {
-		t.Errorf("endpoint %q is not a file name in the plugin dir", e.request.Endpoint)
+	if got := e.kubelet.Devices(string(resource)); !reflect.DeepEqual(got, want) {
+		t.Errorf("the kubelet lists %v, want %v", got, want)
 	}
 	opts, err := e.client.GetDevicePluginOptions(ctx(t), &pluginapi.Empty{})
 	if err != nil || !opts.GetPreferredAllocationAvailable {
 		t.Errorf("GetDevicePluginOptions = %v, %v; want preferred allocation available", opts, err)
 	}
-
+	// A second watcher gets the same list.
 	stream, err := e.client.ListAndWatch(ctx(t), &pluginapi.Empty{})
 	if err != nil {
 		t.Fatalf("ListAndWatch: %v", err)
 	}
-	want := []device{
-		{tree.VFAddress("ens1f0", 0), pluginapi.Healthy, 0},
-		{tree.VFAddress("ens1f0", 1), pluginapi.Healthy, 0},
-		{tree.VFAddress("ens1f1", 0), pluginapi.Healthy, 1},
-		{tree.VFAddress("ens1f1", 1), pluginapi.Healthy, 1},
-	}
-	if got := devices(t, stream); !reflect.DeepEqual(got, want) {
-		t.Errorf("devices = %v, want %v", got, want)
+	if got := streamed(t, stream); !reflect.DeepEqual(got, want) {
+		t.Errorf("ListAndWatch sends %v, want %v", got, want)
 	}
 }
 
 func TestUpdate(t *testing.T) {
 	tree := sriovtest.New(t, sriovtest.Uniform(2, 2)...)
 	e := start(t, scan(t, tree))
-	stream, err := e.client.ListAndWatch(ctx(t), &pluginapi.Empty{})
-	if err != nil {
-		t.Fatalf("ListAndWatch: %v", err)
-	}
-	devices(t, stream)
 
 	// A netdev VF whose link goes down is unhealthy; a DPDK VF has no link and stays healthy.
 	if err := tree.SetOperstate("ens1f0v0", "down"); err != nil {
@@ -226,23 +188,19 @@ func TestUpdate(t *testing.T) {
 	}
 	e.plugin.Update(scan(t, tree))
 	want := []device{
-		{tree.VFAddress("ens1f0", 0), pluginapi.Unhealthy, 0},
-		{tree.VFAddress("ens1f0", 1), pluginapi.Healthy, 0},
-		{tree.VFAddress("ens1f1", 0), pluginapi.Healthy, 1},
-		{tree.VFAddress("ens1f1", 1), pluginapi.Healthy, 1},
+		{ID: tree.VFAddress("ens1f0", 0), Health: pluginapi.Unhealthy, NUMA: 0},
+		{ID: tree.VFAddress("ens1f0", 1), Health: pluginapi.Healthy, NUMA: 0},
+		{ID: tree.VFAddress("ens1f1", 0), Health: pluginapi.Healthy, NUMA: 1},
+		{ID: tree.VFAddress("ens1f1", 1), Health: pluginapi.Healthy, NUMA: 1},
 	}
-	if got := devices(t, stream); !reflect.DeepEqual(got, want) {
-		t.Errorf("after link down: devices = %v, want %v", got, want)
-	}
+	listed(t, e.kubelet, want)
 
 	// Fewer VFs: the list shrinks without a restart.
 	if err := tree.SetNumVFs("ens1f1", 1); err != nil {
 		t.Fatal(err)
 	}
 	e.plugin.Update(scan(t, tree))
-	if got := devices(t, stream); !reflect.DeepEqual(got, want[:3]) {
-		t.Errorf("after sriov_numvfs=1: devices = %v, want %v", got, want[:3])
-	}
+	listed(t, e.kubelet, want[:3])
 }
 
 func TestAllocate(t *testing.T) {
@@ -274,6 +232,26 @@ func TestAllocate(t *testing.T) {
 	}})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Errorf("Allocate of an unknown device: err = %v, want InvalidArgument", err)
+	}
+}
+
+// TestAllocateThroughKubelet has the kubelet pick devices: it asks for the plugin's
+// preference, which keeps a pod's two VFs on one NUMA node.
+func TestAllocateThroughKubelet(t *testing.T) {
+	tree := sriovtest.New(t, sriovtest.PF{Name: "ens1f0", NUMANode: 0, TotalVFs: 4, NumVFs: 1},
+		sriovtest.PF{Name: "ens1f1", NUMANode: 1, TotalVFs: 4, NumVFs: 2})
+	e := start(t, scan(t, tree))
+	pod := fakekubelet.Pod{Namespace: "ns", Name: "p", UID: "uid-p"}
+	ids, resp, err := e.kubelet.Allocate(ctx(t), pod, "app", string(resource), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{tree.VFAddress("ens1f1", 0), tree.VFAddress("ens1f1", 1)}
+	if !reflect.DeepEqual(ids, want) {
+		t.Errorf("allocated %v, want both VFs of NUMA node 1 %v", ids, want)
+	}
+	if got := resp.Envs["PCIDEVICE_LOOM_DEV_SRIOV_NET_A"]; got != strings.Join(want, ",") {
+		t.Errorf("PCIDEVICE_LOOM_DEV_SRIOV_NET_A = %q", got)
 	}
 }
 
@@ -327,24 +305,18 @@ func TestKubeletRestart(t *testing.T) {
 	tree := sriovtest.New(t, sriovtest.Uniform(1, 2)...)
 	e := start(t, scan(t, tree))
 
-	// A restarting kubelet re-creates kubelet.sock and removes the plugin sockets it finds.
-	e.kubelet.stop()
-	if err := os.Remove(e.plugin.Socket()); err != nil {
+	// A restarting kubelet re-creates kubelet.sock, removes the plugin sockets it finds and
+	// forgets the devices until the plugins register again.
+	if err := e.kubelet.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	restarted := startKubelet(t, e.dir)
-	req := restarted.registered(t)
-	if req.ResourceName != string(resource) || req.Endpoint != e.request.Endpoint {
-		t.Errorf("register request after restart = %v, want %v", req, e.request)
+	waitDevices(t, e.kubelet, func(ds []device) bool { return len(ds) == 2 })
+	if _, err := os.Stat(e.plugin.Socket()); err != nil {
+		t.Errorf("plugin socket after re-registration: %v", err)
 	}
-
-	client := dial(t, filepath.Join(e.dir, req.Endpoint))
-	stream, err := client.ListAndWatch(ctx(t), &pluginapi.Empty{})
-	if err != nil {
-		t.Fatalf("ListAndWatch after restart: %v", err)
-	}
-	if got := devices(t, stream); len(got) != 2 {
-		t.Errorf("devices after restart = %v, want the 2 VFs", got)
+	pod := fakekubelet.Pod{Namespace: "ns", Name: "p", UID: "uid-p"}
+	if _, _, err := e.kubelet.Allocate(ctx(t), pod, "app", string(resource), 2); err != nil {
+		t.Errorf("allocate after the restart: %v", err)
 	}
 }
 
@@ -355,7 +327,7 @@ func TestStopEndsStreams(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ListAndWatch: %v", err)
 	}
-	devices(t, stream)
+	streamed(t, stream)
 	e.plugin.Stop()
 	if _, err := stream.Recv(); err == nil {
 		t.Error("stream still open after Stop")

@@ -60,16 +60,25 @@ func health(vf sriov.VF) string {
 	return pluginapi.Unhealthy
 }
 
-// Allocate hands each container its VFs' PCI addresses in PCIDEVICE_<RESOURCE>. A device the
-// pool does not have is an error.
+// Allocate hands each container its VFs' PCI addresses in PCIDEVICE_<RESOURCE>, and writes
+// each VF's device-info file for the CNI side to read. A device the pool does not have is an
+// error, and so is a file that cannot be written: a pod whose attachment could not find its
+// device's information must not start.
 func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*pluginapi.AllocateResponse, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	resp := &pluginapi.AllocateResponse{}
 	for _, creq := range req.ContainerRequests {
 		for _, id := range creq.DevicesIds {
 			if _, ok := p.vfs[id]; !ok {
 				return nil, status.Errorf(codes.InvalidArgument, "allocate %s: device %q is not in the pool", p.resource, id)
+			}
+		}
+	}
+	resp := &pluginapi.AllocateResponse{}
+	for _, creq := range req.ContainerRequests {
+		for _, id := range creq.DevicesIds {
+			if err := writeDevInfo(p.devInfo, p.resource, p.vfs[id]); err != nil {
+				return nil, status.Errorf(codes.Internal, "allocate %s: %v", p.resource, err)
 			}
 		}
 		resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerAllocateResponse{
