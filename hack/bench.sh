@@ -13,16 +13,19 @@
 #   4. Policy (e2e/policybench), no cluster: with 1,000 tenants and 10,000 pods known, pod-to-pod
 #      throughput and latency through a node's compiled table against no table, the time to
 #      admit and release one pod, and a full resync of the node's rules.
+#   5. SR-IOV (e2e/sriovbench): how fast the device plugins show the kubelet a sysfs change
+#      (no cluster), and the CNI ADD of a pod with a VF against the same pod with a macvlan, on
+#      a one-node cluster with a simulated SR-IOV NIC.
 #
 # BENCH_KEEP=1 leaves the clusters running (and the working directory in place).
-# BENCH_ONLY=policy,fabric runs only the sections named: micro, cni, fabric, policy.
+# BENCH_ONLY=policy,fabric runs only the sections named: micro, cni, fabric, policy, sriov.
 set -euo pipefail
 
 only=${BENCH_ONLY:-}
 for section in ${only//,/ }; do
   case $section in
-    micro | cni | fabric | policy) ;;
-    *) echo "BENCH_ONLY names $section: want micro, cni, fabric or policy" >&2; exit 2 ;;
+    micro | cni | fabric | policy | sriov) ;;
+    *) echo "BENCH_ONLY names $section: want micro, cni, fabric, policy or sriov" >&2; exit 2 ;;
   esac
 done
 
@@ -58,11 +61,11 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 # selected SECTION says whether the section runs: every one does unless BENCH_ONLY is set.
 selected() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
-# up DIR MODE NODES starts a cluster; down DIR stops it unless BENCH_KEEP is set. What they
-# say goes to DIR.log.
+# up DIR MODE NODES [FLAGS...] starts a cluster; down DIR stops it unless BENCH_KEEP is set.
+# What they say goes to DIR.log.
 up() {
   clusters+=("$1")
-  if ! "$bin/loomctl" sim up --dir "$1" --mode "$2" --nodes "$3" >"$1.log" 2>&1; then
+  if ! "$bin/loomctl" sim up --dir "$1" --mode "$2" --nodes "$3" "${@:4}" >"$1.log" 2>&1; then
     cat "$1.log" >&2
     return 1
   fi
@@ -148,6 +151,17 @@ if selected policy; then
   say "Policy: one pod admitted and released, and a full resync, 10,000 pods known"
   "$bin/policybench" apply -prefix "$netns_prefix" | tee -a "$results"
   echo "(policy $((SECONDS - policy_start)) s)" >&2
+fi
+
+if selected sriov; then
+  sriov_start=$SECONDS
+  say "SR-IOV: device plugin reaction to sysfs changes (fake sysfs, 200 ms rescans, fake kubelet)"
+  "$bin/sriovbench" -rounds 25 | tee -a "$results"
+  say "SR-IOV: ADD of a pod with a VF against the same pod with a macvlan"
+  up "$work/sriov" vxlan 1 --sriov
+  "$bin/sriovbench" add -dir "$work/sriov" -rounds 20 | tee -a "$results"
+  down "$work/sriov"
+  echo "(sriov $((SECONDS - sriov_start)) s)" >&2
 fi
 
 say "Verdicts (total $SECONDS s)"
