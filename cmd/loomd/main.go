@@ -37,6 +37,7 @@ import (
 	"github.com/loom-cni/loom/delegate/npwg"
 	"github.com/loom-cni/loom/fabric"
 	"github.com/loom-cni/loom/fabric/ipam"
+	"github.com/loom-cni/loom/sriov/podresources"
 )
 
 func main() {
@@ -131,6 +132,11 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	}
 	annotator := daemon.NewAnnotator(kube, nadv1.NetworkStatusAnnot, log)
 	svc := daemon.NewService(cluster, resolver, orch, annotator, log)
+	devices := podresources.New(cfg.SRIOV.PodResourcesSocket)
+	defer devices.Close()
+	svc.SetDevices(kubeletDevices{devices})
+	errc := make(chan error, 4)
+	vfs := startDevicePlugins(ctx, cfg.SRIOV, log, errc)
 	go cluster.Run(ctx)
 	go annotator.Run(ctx, annotateWorkers)
 	var pol *policyState
@@ -149,7 +155,6 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 		cniserver.PluginIPAM: daemon.NewIPAMService(alloc, fab.loadedErr, log),
 	})
 	healthSrv := &http.Server{Addr: cfg.HealthAddress, Handler: health(svc), ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 3)
 	go func() {
 		if ferr := startFabric(ctx, alloc, primary, fab, log); ferr != nil {
 			errc <- ferr
@@ -157,7 +162,7 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	}()
 	go func() { errc <- cniSrv.Serve(listener) }()
 	go func() { errc <- serve("health server", healthSrv.ListenAndServe()) }()
-	go becomeReady(ctx, cfg, func() error { return readiness(cluster, resolver, fab, pol) }, svc, log)
+	go becomeReady(ctx, cfg, func() error { return readiness(cluster, resolver, fab, pol, vfs) }, svc, log)
 
 	select {
 	case <-ctx.Done():
@@ -223,7 +228,7 @@ func becomeReady(ctx context.Context, cfg daemon.Config, readiness func() error,
 	}
 }
 
-func readiness(cluster *daemon.Cluster, resolver *npwg.Resolver, fab *fabricState, pol *policyState) error {
+func readiness(cluster *daemon.Cluster, resolver *npwg.Resolver, fab *fabricState, pol *policyState, vfs *sriovState) error {
 	if !cluster.Synced() {
 		return errors.New("waiting for the pod and network caches to fill")
 	}
@@ -231,6 +236,9 @@ func readiness(cluster *daemon.Cluster, resolver *npwg.Resolver, fab *fabricStat
 		return err
 	}
 	if err := pol.err(); err != nil {
+		return err
+	}
+	if err := vfs.err(); err != nil {
 		return err
 	}
 	if _, err := resolver.DefaultNetwork(); err != nil {
