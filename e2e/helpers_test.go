@@ -17,6 +17,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/loom-cni/loom/delegate"
@@ -72,6 +73,8 @@ type podSpec struct {
 	annotations map[string]string
 	labels      map[string]string
 	unmanaged   bool // the runtime leaves its networking to the test
+	// limits are the container's extended resource limits, e.g. SR-IOV VFs of a pool.
+	limits map[string]int64
 }
 
 func (e *env) pod(p podSpec) *corev1.Pod {
@@ -92,6 +95,13 @@ func (e *env) pod(p podSpec) *corev1.Pod {
 			NodeName:   p.node,
 			Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}},
 		},
+	}
+	if len(p.limits) > 0 {
+		limits := corev1.ResourceList{}
+		for name, n := range p.limits {
+			limits[corev1.ResourceName(name)] = *resource.NewQuantity(n, resource.DecimalSI)
+		}
+		pod.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: limits, Requests: limits}
 	}
 	out, err := e.c.Client().CoreV1().Pods(e.ns).Create(e.ctx, pod, metav1.CreateOptions{})
 	if err != nil {
@@ -271,7 +281,7 @@ func leftovers(c *sim.Cluster) ([]string, error) {
 			return nil, fmt.Errorf("list links of %s: %v: %s", n.Name, err, out)
 		}
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if f := strings.Fields(line); len(f) > 1 && !strings.HasPrefix(f[1], "eth0@") {
+			if f := strings.Fields(line); len(f) > 1 && !strings.HasPrefix(f[1], "eth0@") && !strings.HasPrefix(f[1], sim.SimPF+"@") {
 				l = append(l, "link "+strings.TrimSuffix(f[1], ":"))
 			}
 		}

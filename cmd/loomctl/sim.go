@@ -90,6 +90,7 @@ func newSimUpCommand(getenv func(string) string, dir *string) *cobra.Command {
 		defaultMode = o.Mode
 	}
 	f.StringVar(&mode, "mode", string(defaultMode), "primary network: vxlan, bgp or vxlan-crosssubnet (Loom's own), or bridge (the reference bridge plugin, statically routed); $LOOM_SIM_MODE sets the default")
+	f.BoolVar(&o.SRIOV, "sriov", false, "give every node a simulated SR-IOV NIC (8 netdev VFs, 8 DPDK VFs) and loomd SR-IOV pools for it")
 	f.StringVar(&o.BinDir, "bin-dir", o.BinDir, "directory of loom and loomd (default $LOOM_BIN_DIR, else loomctl's own)")
 	f.StringVar(&loomd, "loomd", "", "command to run as loomd in each node (default BIN-DIR/loomd)")
 	f.BoolVar(&o.LoomdWithoutHealth, "loomd-without-health", false, "loomd serves no /readyz: ready once a CNI configuration exists")

@@ -70,7 +70,7 @@ func (c *Cluster) build(ctx context.Context, o Options) error {
 	if err := c.prepareDir(o); err != nil {
 		return err
 	}
-	if err := buildUnderlay(o.IP, c.slot); err != nil {
+	if err := buildUnderlay(o.IP, c.slot, o.SRIOV); err != nil {
 		return err
 	}
 	if err := buildRouter(o.IP, c.slot, o.Mode, c.st.Nodes); err != nil {
@@ -103,7 +103,7 @@ func (c *Cluster) build(ctx context.Context, o Options) error {
 		return err
 	}
 	for _, n := range c.st.Nodes {
-		if err := buildNodeNetwork(o.IP, c.slot, o.Mode, n, c.st.Nodes); err != nil {
+		if err := buildNodeNetwork(o.IP, c.slot, o, n, c.st.Nodes); err != nil {
 			return err
 		}
 		c.p.printf("%s: netns %s, underlay %s on %s", n.Name, n.NetNS, n.UnderlayIP, n.Subnet)

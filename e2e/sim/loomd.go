@@ -45,7 +45,8 @@ type loomdRunner struct {
 	argv    []string
 	logPath string
 	hold    string
-	health  string // "" when loomd serves no /readyz
+	health  string   // "" when loomd serves no /readyz
+	env     []string // added to the supervisor's environment
 	status  *statusWriter
 	log     *slog.Logger
 }
@@ -83,6 +84,9 @@ func (r *loomdRunner) runOnce(ctx context.Context) string {
 	defer logf.Close()
 	cmd := exec.Command(r.argv[0], r.argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(r.env) > 0 {
+		cmd.Env = append(os.Environ(), r.env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Sprintf("start %s: %v", r.argv[0], err)

@@ -202,6 +202,9 @@ func loomdConfig(st state, l layout, n Node) ([]byte, error) {
 	} else {
 		cfg["defaultNetwork"] = defaultNetwork
 	}
+	if st.Options.SRIOV {
+		cfg["sriov"] = sriovConfig()
+	}
 	for k, v := range st.Options.LoomdConfig {
 		cfg[k] = v
 	}

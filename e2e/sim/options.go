@@ -24,6 +24,10 @@ type Options struct {
 	Nodes int `json:"nodes"`
 	// Mode is the cluster's primary network; default ModeVXLAN.
 	Mode Mode `json:"mode"`
+	// SRIOV gives every node a simulated SR-IOV NIC, which loomd discovers and advertises
+	// to the node's runtime as the pools SRIOVPoolA, SRIOVPoolB and SRIOVPoolDPDK (see
+	// sriov.go).
+	SRIOV bool `json:"sriov,omitempty"`
 
 	// KubeAPIServer and Etcd are the control plane binaries.
 	KubeAPIServer string `json:"kubeAPIServer"`
@@ -139,7 +143,7 @@ func lookPath(name string) string {
 // nodeMountPaths are the node-local paths: in a node each is a bind mount of
 // DIR/nodes/NAME/root/<path>.
 func nodeMountPaths() []string {
-	return []string{"/run", "/etc/cni/net.d", "/opt/cni/bin", "/var/lib/cni", "/var/lib/loom", "/etc/loom"}
+	return []string{"/run", "/etc/cni/net.d", "/opt/cni/bin", "/var/lib/cni", "/var/lib/loom", "/etc/loom", "/var/lib/kubelet"}
 }
 
 // withDefaults fills in defaults and checks that everything Up needs is there.

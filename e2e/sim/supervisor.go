@@ -71,6 +71,11 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 	if cfg.GCInterval > 0 {
 		gcInterval = cfg.GCInterval
 	}
+	devices, err := startDeviceManager(log)
+	if err != nil {
+		return err
+	}
+	defer devices.k.Stop()
 	rt, err := podruntime.New(podruntime.Config{
 		NodeName: n.Name, NodeIP: n.UnderlayIP, PodCIDR: n.PodCIDR, Client: client,
 		CNIConfDir: "/etc/cni/net.d", CNIBinDirs: []string{"/opt/cni/bin"}, CNICacheDir: "/var/lib/cni",
@@ -78,6 +83,7 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 		Schedule: func() bool { return firstNode(cfg.Dir) == n.Name },
 		Ready:    func() { status.update(func(s *NodeStatus) { s.RuntimeReady = true }) },
 		Log:      log,
+		Devices:  devices,
 	})
 	if err != nil {
 		return err
@@ -88,6 +94,10 @@ func RunNode(ctx context.Context, cfg NodeConfig) error {
 		hold:    n.holdFile(),
 		status:  status,
 		log:     log.With("component", "loomd-runner"),
+	}
+	if st.Options.SRIOV {
+		// ghw finds its PCI ID database only through the environment.
+		loomd.env = append(loomd.env, "PCIDB_PATH="+simPCIIDs())
 	}
 	if !st.Options.LoomdWithoutHealth {
 		loomd.health = loomdHealthAddress(st.Options)

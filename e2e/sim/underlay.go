@@ -136,7 +136,7 @@ func addRoute(h *netlink.Handle, link netlink.Link, dst netip.Prefix, gw netip.A
 
 // buildUnderlay creates the underlay namespace, one bridge per subnet, and the root
 // namespace's link into subnet A with its route to subnet B. The route goes with the link.
-func buildUnderlay(ipCmd string, s slotDir) error {
+func buildUnderlay(ipCmd string, s slotDir, sriov bool) error {
 	if err := addNetNS(ipCmd, s.underlayNetNS()); err != nil {
 		return err
 	}
@@ -153,11 +153,15 @@ func buildUnderlay(ipCmd string, s slotDir) error {
 		return err
 	}
 	defer ul.close()
-	for _, u := range s.subnets() {
-		if err = ul.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: u.bridge}}); err != nil {
-			return fmt.Errorf("add bridge %s: %w", u.bridge, err)
+	bridges := []string{s.subnets()[0].bridge, s.subnets()[1].bridge}
+	if sriov {
+		bridges = append(bridges, sriovBridge)
+	}
+	for _, br := range bridges {
+		if err = ul.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br}}); err != nil {
+			return fmt.Errorf("add bridge %s: %w", br, err)
 		}
-		if _, err = linkUp(ul.Handle, u.bridge); err != nil {
+		if _, err = linkUp(ul.Handle, br); err != nil {
 			return err
 		}
 	}
@@ -200,8 +204,9 @@ func attachToBridge(h *netlink.Handle, name, bridge string) error {
 
 // buildNodeNetwork creates node n's network namespace, plugs its eth0 into its subnet and
 // routes the other subnet through the router; in ModeBridge it also routes the other
-// nodes' pod CIDRs.
-func buildNodeNetwork(ipCmd string, s slotDir, mode Mode, n Node, all []Node) error {
+// nodes' pod CIDRs. With o.SRIOV it gives the node its simulated SR-IOV NIC.
+func buildNodeNetwork(ipCmd string, s slotDir, o Options, n Node, all []Node) error {
+	mode := o.Mode
 	u, ok := s.subnetOf(n.UnderlayIP)
 	if !ok {
 		return fmt.Errorf("%s: underlay address %s is on no subnet of slot %d", n.Name, n.UnderlayIP, s.slot)
@@ -237,6 +242,11 @@ func buildNodeNetwork(ipCmd string, s slotDir, mode Mode, n Node, all []Node) er
 			if err := addRoute(node.Handle, eth0, other.prefix, n.Gateway); err != nil {
 				return fmt.Errorf("%s: %w", n.Name, err)
 			}
+		}
+	}
+	if o.SRIOV {
+		if err := buildSimNIC(ul, node, n); err != nil {
+			return err
 		}
 	}
 	if mode.loomNetwork() {

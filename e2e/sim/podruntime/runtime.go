@@ -52,6 +52,8 @@ type Config struct {
 	Log   *slog.Logger
 	// Exec runs CNI plugins; nil means the real thing.
 	Exec invoke.Exec
+	// Devices allocates the devices of extended resources to pods; nil: none are.
+	Devices DeviceManager
 }
 
 // UnmanagedAnnotation, set to "true" on a pod, makes the runtime leave the pod's networking to
@@ -123,6 +125,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced) {
 		return ctx.Err()
+	}
+	if err := r.restoreDevices(); err != nil {
+		return err
 	}
 	if err := r.reconcile(); err != nil {
 		return err

@@ -43,15 +43,25 @@ func (r *Runtime) runSandbox(ctx context.Context, pod *corev1.Pod) error {
 	sb.CapabilityArgs = caps
 	r.gcMu.RLock()
 	defer r.gcMu.RUnlock()
+	devices, devErr := r.allocateDevices(ctx, pod)
+	if devErr != nil {
+		// The kubelet refuses a pod whose devices it cannot allocate at admission.
+		return r.failPod(ctx, pod, fmt.Sprintf("Pod was rejected: %v", devErr))
+	}
+	sb.Devices = devices
 	if err := r.store.Put(sb); err != nil {
+		r.releaseDevices(sb)
 		return err
 	}
 	if err := createNetNS(sb.NetNS); err != nil {
+		r.releaseDevices(sb)
 		return errors.Join(err, r.store.Delete(id))
 	}
 	log := r.log.With("namespace", pod.Namespace, "pod", pod.Name, "containerID", id[:12], "network", conf.Name)
 	addCtx, cancel := context.WithTimeout(ctx, cniTimeout)
+	started := time.Now()
 	result, addErr := r.cni.AddNetworkList(addCtx, conf, sb.runtimeConf())
+	sb.AddTime = time.Since(started)
 	cancel()
 	if addErr == nil {
 		sb.IPs, addErr = resultIPs(result, sb.IfName)
@@ -131,6 +141,7 @@ func (r *Runtime) teardown(ctx context.Context, sb Sandbox) error {
 	if err := removeNetNS(sb.NetNS); err != nil {
 		return err
 	}
+	r.releaseDevices(sb)
 	if err := r.store.Delete(sb.ContainerID); err != nil {
 		return err
 	}

@@ -32,6 +32,10 @@ type Sandbox struct {
 	CapabilityArgs map[string]json.RawMessage `json:"capabilityArgs,omitempty"`
 	// IPs are eth0's addresses from ADD's result.
 	IPs []string `json:"ips,omitempty"`
+	// AddTime is how long CNI ADD took, for benchmarks.
+	AddTime time.Duration `json:"addTime,omitempty"`
+	// Devices are the devices allocated to the pod's containers before ADD.
+	Devices []ContainerDevices `json:"devices,omitempty"`
 	// Ready is set once ADD succeeded; a record without it is a sandbox whose setup was cut
 	// short, to be torn down.
 	Ready   bool      `json:"ready"`
