@@ -37,6 +37,7 @@ import (
 	"github.com/loom-cni/loom/delegate/npwg"
 	"github.com/loom-cni/loom/fabric"
 	"github.com/loom-cni/loom/fabric/ipam"
+	"github.com/loom-cni/loom/sriov/attach"
 	"github.com/loom-cni/loom/sriov/podresources"
 )
 
@@ -104,6 +105,7 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	alloc := ipam.NewAllocator(ipam.NewKubeStore(dyn), cfg.NodeName, log, time.Now)
 	kinds := map[string]delegate.Attachment{
 		delegate.KindCNI: exec.New([]string{cfg.CNIBinDir}, cfg.CNICacheDir, nil),
+		attach.Kind:      vfAttachment(cfg, log),
 	}
 	var primary *fabric.Network
 	var settings fabric.Settings
@@ -124,7 +126,7 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 		SystemNamespace:    cfg.SystemNamespace,
 		NamespaceIsolation: cfg.NamespaceIsolation,
 		GlobalNamespaces:   cfg.GlobalNamespaces,
-		InProcess:          []string{fabric.Kind},
+		InProcess:          []string{fabric.Kind, attach.Kind},
 		Builtin:            builtinNetworks(primary),
 	})
 	if err != nil {

@@ -8,8 +8,10 @@ import (
 	"sync"
 
 	"github.com/loom-cni/loom/daemon"
+	"github.com/loom-cni/loom/sriov/attach"
 	"github.com/loom-cni/loom/sriov/deviceplugin"
 	"github.com/loom-cni/loom/sriov/podresources"
+	"github.com/loom-cni/loom/sriov/vf"
 )
 
 // sriovState tells readiness whether the node's device plugins serve: a node must not start
@@ -57,6 +59,19 @@ func startDevicePlugins(ctx context.Context, cfg daemon.SRIOVConfig, log *slog.L
 		}
 	}()
 	return st
+}
+
+// vfAttachment is the loom-sriov network type, writing VF settings to the PFs through
+// netlink, or recording them in a file on a node without SR-IOV hardware.
+func vfAttachment(cfg daemon.Config, log *slog.Logger) *attach.Attachment {
+	pf := vf.Netlink()
+	if f := cfg.SRIOV.RecordFile(); f != "" {
+		pf = vf.NewRecorder(f)
+	}
+	return attach.New(attach.Config{
+		SysfsRoot: cfg.SRIOV.SysfsRoot, PF: pf, StateDir: cfg.SRIOV.StateDir,
+		CNIPath: []string{cfg.CNIBinDir}, Logger: log.With("component", "sriov"),
+	})
 }
 
 // kubeletDevices reads pods' devices from the kubelet's PodResources API. A pod the kubelet
