@@ -3,8 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"os/exec"
