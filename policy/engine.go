@@ -17,8 +17,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -54,6 +56,9 @@ type Engine struct {
 	hostC SetCache
 	pods  map[PodKey]*podPoint
 	stats Stats
+	// retry is signalled when a sync left an enforcement point unwritten that no caller
+	// was told of; Run tries again a second later.
+	retry chan struct{}
 }
 
 // podPoint is the enforcement point inside one pod's network namespace.
@@ -88,6 +93,7 @@ func NewEngine(node, nftPath, hostNetns string, src Source, log *slog.Logger) *E
 		local: map[string]LocalPod{},
 		host:  NewApplier(nftPath, hostNetns, log),
 		pods:  map[PodKey]*podPoint{},
+		retry: make(chan struct{}, 1),
 	}
 }
 
@@ -101,7 +107,7 @@ func (e *Engine) Restore(ctx context.Context, pods []LocalPod) error {
 	for _, p := range pods {
 		e.local[p.ContainerID] = p
 	}
-	return e.sync(ctx)
+	return e.sync(ctx).err()
 }
 
 // Admit registers a pod just attached and writes its rules; when it returns nil the pod's
@@ -112,7 +118,9 @@ func (e *Engine) Admit(ctx context.Context, p LocalPod) error {
 	defer e.mu.Unlock()
 	prev, had := e.local[p.ContainerID]
 	e.local[p.ContainerID] = p
-	if err := e.sync(ctx); err != nil {
+	// Only the node's table and the pod's own decide: another pod's table that cannot be
+	// written is that pod's trouble, retried in the background.
+	if err := e.sync(ctx).of(p.Pod.PodKey); err != nil {
 		if had {
 			e.local[p.ContainerID] = prev
 		} else {
@@ -132,7 +140,7 @@ func (e *Engine) Release(ctx context.Context, containerID string) error {
 		return nil
 	}
 	delete(e.local, containerID)
-	return e.sync(ctx)
+	return e.sync(ctx).host
 }
 
 // Run resyncs whenever the source changes, and every verifyEvery checks that the kernel still
@@ -148,11 +156,14 @@ func (e *Engine) Run(ctx context.Context, verifyEvery time.Duration) {
 			return
 		case <-e.src.Changed():
 		case <-retry.C:
+		case <-e.retry:
+			retry.Reset(time.Second)
+			continue
 		case <-verify.C:
 			e.repair(ctx)
 		}
 		e.mu.Lock()
-		err := e.sync(ctx)
+		err := e.sync(ctx).err()
 		e.mu.Unlock()
 		if err != nil {
 			e.log.Error("apply policy", "error", err)
@@ -187,20 +198,43 @@ func (e *Engine) repair(ctx context.Context) {
 	}
 }
 
+// syncResult is what one sync could not write: the node's table, and pods' tables.
+type syncResult struct {
+	host error
+	pods map[PodKey]error
+}
+
+// of is the error that concerns the pod key: the node's table's or its own.
+func (r syncResult) of(key PodKey) error { return errors.Join(r.host, r.pods[key]) }
+
+// err is every error of the sync.
+func (r syncResult) err() error {
+	errs := []error{r.host}
+	for _, key := range slices.SortedFunc(maps.Keys(r.pods), comparePodKeys) {
+		errs = append(errs, r.pods[key])
+	}
+	return errors.Join(errs...)
+}
+
+func comparePodKeys(a, b PodKey) int { return strings.Compare(a.String(), b.String()) }
+
 // sync compiles the snapshot with the local pods in it and applies every enforcement point
-// that changed. The caller holds e.mu.
-func (e *Engine) sync(ctx context.Context) error {
+// that changed. A local pod whose network namespace is gone is forgotten first: its sandbox
+// was torn down while loomd was not looking. The caller holds e.mu.
+func (e *Engine) sync(ctx context.Context) syncResult {
 	start := time.Now()
+	e.forgetVanished()
 	rs := Compile(e.snapshot(), e.node)
 	host := e.hostC.Render(rs.Host, HostTable)
-	err := e.host.Apply(ctx, host)
+	res := syncResult{host: e.host.Apply(ctx, host), pods: map[PodKey]error{}}
 	netns := map[PodKey]string{}
 	for _, p := range e.local {
 		netns[p.Pod.PodKey] = p.Netns
 	}
-	keys := slices.SortedFunc(maps.Keys(rs.Pods), func(a, b PodKey) int { return strings.Compare(a.String(), b.String()) })
-	for _, key := range keys {
-		err = errors.Join(err, e.applyPod(ctx, key, netns[key], rs.Pods[key]))
+	for _, key := range slices.SortedFunc(maps.Keys(rs.Pods), comparePodKeys) {
+		if perr := e.applyPod(ctx, key, netns[key], rs.Pods[key]); perr != nil {
+			res.pods[key] = perr
+		}
 	}
 	for key := range e.pods {
 		if _, ok := rs.Pods[key]; !ok {
@@ -219,10 +253,28 @@ func (e *Engine) sync(ctx context.Context) error {
 	e.stats.PodTables = len(e.pods)
 	e.stats.HostRules = ruleCount(host)
 	e.stats.LastError = ""
-	if err != nil {
+	if err := res.err(); err != nil {
 		e.stats.LastError = err.Error()
+		select {
+		case e.retry <- struct{}{}:
+		default:
+		}
 	}
-	return err
+	return res
+}
+
+// forgetVanished drops the local pods whose network namespace no longer exists. The caller
+// holds e.mu.
+func (e *Engine) forgetVanished() {
+	for id, p := range e.local {
+		if p.Netns == "" {
+			continue
+		}
+		if _, err := os.Stat(p.Netns); errors.Is(err, fs.ErrNotExist) {
+			e.log.Info("forgetting a pod whose network namespace is gone", "namespace", p.Pod.Namespace, "pod", p.Pod.Name, "netns", p.Netns)
+			delete(e.local, id)
+		}
+	}
 }
 
 func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, t Table) error {

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +97,50 @@ func TestEngineAdmitReleaseRestore(t *testing.T) {
 	}
 	if e.Stats().Repairs == 0 {
 		t.Error("repair not counted")
+	}
+}
+
+// A pod whose table cannot be written does not fail another pod's Admit, and a pod whose
+// network namespace is gone (torn down while loomd was not looking) is forgotten.
+func TestEngineOnePodsTroubleStaysItsOwn(t *testing.T) {
+	nft := nftForTest(t)
+	host := applyNetns(t)
+	ctx := context.Background()
+	src := &staticSource{changed: make(chan struct{}, 1), snap: Snapshot{
+		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
+		Tenants:     []Tenant{{Name: "a"}},
+		Namespaces:  []Namespace{{Name: "ns-a", Tenant: "a"}},
+	}}
+	e := NewEngine("n1", nft, host, src, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// broken has a secondary interface in a "namespace" that is a plain file: its table
+	// can never be written.
+	notNetns := filepath.Join(t.TempDir(), "not-a-netns")
+	if err := os.WriteFile(notNetns, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	broken := engineLocalPod("c1", "ns-a", "broken", "a", "loom00000000001", "10.244.1.2")
+	broken.Netns = notNetns
+	broken.Pod.Endpoints = append(broken.Pod.Endpoints, Endpoint{Network: "ns-a/net", Interface: "net1",
+		IPs: []netip.Addr{netip.MustParseAddr("192.168.5.2")}})
+	if err := e.Admit(ctx, broken); err == nil {
+		t.Fatal("a pod whose table cannot be written was admitted")
+	}
+	if err := e.Restore(ctx, []LocalPod{broken}); err == nil {
+		t.Fatal("Restore reported no error for a table it could not write")
+	}
+	if err := e.Admit(ctx, engineLocalPod("c2", "ns-a", "web", "a", "loom00000000002", "10.244.1.3")); err != nil {
+		t.Fatalf("another pod's unwritable table failed this pod's Admit: %v", err)
+	}
+	if err := os.Remove(notNetns); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Admit(ctx, engineLocalPod("c3", "ns-a", "api", "a", "loom00000000003", "10.244.1.4")); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.LocalPods != 2 || st.LastError != "" {
+		t.Errorf("the pod whose namespace is gone is still known: %+v", st)
+	}
+	if l := applyListing(t, nft, host); strings.Contains(l, "loom00000000001") {
+		t.Errorf("the vanished pod's rules remain:\n%s", l)
 	}
 }
