@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,9 @@ import (
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/loom-cni/loom/delegate"
 	"github.com/loom-cni/loom/delegate/npwg"
@@ -24,6 +28,7 @@ import (
 	"github.com/loom-cni/loom/sriov"
 	"github.com/loom-cni/loom/sriov/attach"
 	"github.com/loom-cni/loom/sriov/vf"
+	"github.com/loom-cni/loom/tenants"
 )
 
 // The SR-IOV suite, on two nodes with simulated NICs (sim.Options.SRIOV): VFs discovered by
@@ -264,6 +269,7 @@ func TestSRIOV(t *testing.T) {
 			}
 			requireVFsBack(t, c, before)
 		}},
+		{"TenantsApartOnVFs", func(t *testing.T) { testTenantsOnVFs(t, c, e.ns, before) }},
 		{"ChurnOfAHundredPodsLeavesEveryVFFree", func(t *testing.T) {
 			const total, perNode = 100, 4 // pool A has 4 VFs per node
 			for start := 0; start < total; start += 2 * perNode {
@@ -398,4 +404,87 @@ func waitFor(timeout time.Duration, done func() (bool, error)) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// testTenantsOnVFs puts two tenants on one VF network the platform shares with them: pods of
+// one tenant reach each other over their VFs, the other tenant's pod is dropped, and a network
+// of a pool that is not the tenant's is refused when it is created.
+func testTenantsOnVFs(t *testing.T, c *sim.Cluster, platformNS string, before vfWorld) {
+	dyn, err := dynamic.NewForConfig(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := platformNS + "/vf-a"
+	ctx := context.Background()
+	envs := map[string]*env{}
+	for _, tenant := range []string{"va", "vb"} {
+		ns := "e2e-sriov-" + tenant
+		envs[tenant] = newEnv(t, c, ns)
+		patch := fmt.Sprintf(`{"metadata":{"labels":{"loom-e2e/tenant":%q}}}`, tenant)
+		if _, err := c.Client().CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "loom.dev/v1alpha1", "kind": "Tenant", "metadata": map[string]any{"name": tenant},
+			"spec": map[string]any{
+				"namespaceSelector": map[string]any{"matchLabels": map[string]any{"loom-e2e/tenant": tenant}},
+				"sharedNetworks":    []any{shared},
+				"vlans":             []any{"100-199"},
+				"sriov":             map[string]any{"pools": []any{sim.SRIOVPoolA}, "vfQuota": 1},
+			},
+		}}
+		if _, err := dyn.Resource(tenants.GVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dyn.Resource(tenants.GVR).Delete(context.Background(), tenant, metav1.DeleteOptions{}) })
+	}
+	// Admission and ADD decide from caches: wait until the controller's shows both tenants
+	// owning their namespaces.
+	for _, tenant := range []string{"va", "vb"} {
+		owns := func() (bool, error) {
+			obj, err := dyn.Resource(tenants.GVR).Get(ctx, tenant, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			nss, _, _ := unstructured.NestedStringSlice(obj.Object, "status", "namespaces")
+			return len(nss) == 1, nil
+		}
+		if err := waitFor(10*time.Second, owns); err != nil {
+			t.Fatalf("tenant %s never showed its namespace: %v", tenant, err)
+		}
+	}
+	one := map[string]int64{sim.SRIOVPoolA: 1}
+	envs["va"].pod(podSpec{name: "a1", node: "node1", networks: shared, limits: one})
+	envs["va"].pod(podSpec{name: "a2", node: "node2", networks: shared, limits: one})
+	envs["vb"].pod(podSpec{name: "b1", node: "node1", networks: shared, limits: one})
+	addr := map[string]string{}
+	for _, p := range []struct{ tenant, name string }{{"va", "a1"}, {"va", "a2"}, {"vb", "b1"}} {
+		e := envs[p.tenant]
+		e.running(p.name)
+		ips := e.podAddrs(p.name)["net1"]
+		if len(ips) != 1 {
+			t.Fatalf("net1 of %s: %v", p.name, ips)
+		}
+		addr[p.name] = ips[0]
+	}
+	envs["va"].ping("a1", addr["a2"])
+	for _, p := range []struct{ tenant, from, to string }{{"va", "a1", "b1"}, {"vb", "b1", "a2"}} {
+		if out, err := c.PodExec(ctx, "e2e-sriov-"+p.tenant, p.from, "ping", "-n", "-c", "1", "-W", "1", addr[p.to]); err == nil {
+			t.Errorf("%s reached %s of another tenant over a VF: %s", p.from, p.to, out)
+		}
+	}
+	// Pool B is not the tenants': a network of it is refused in their namespaces.
+	nad := &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: "vf-b", Namespace: "e2e-sriov-va", Annotations: map[string]string{npwg.ResourceNameAnnot: sim.SRIOVPoolB}},
+		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: vfNAD(150, "")},
+	}
+	_, err = envs["va"].nads.K8sCniCncfIoV1().NetworkAttachmentDefinitions("e2e-sriov-va").Create(ctx, nad, metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), sim.SRIOVPoolB) {
+		t.Errorf("a network of a pool that is not the tenant's was not refused by naming the pool: %v", err)
+	}
+	for tenant, e := range envs {
+		e.deleteAll()
+		delete(envs, tenant)
+	}
+	requireVFsBack(t, c, before)
 }

@@ -27,6 +27,15 @@
 // loading) only through the PCIDB_PATH environment variable or the host's usual paths; an
 // image without hwdata must set PCIDB_PATH.
 //
+// Watch rescans at an interval and passes on each assignment of VFs to pools that differs
+// from the last: sysfs has no change notification for sriov_numvfs, VF removal or operstate.
+// ADD does not scan: (*Scanner).Function reads the one VF it attaches from a few files.
+//
 // Pools are parsed once from configuration (ParsePools) into immutable values and applied to
 // an inventory by Assign. The rules of both are on those functions.
+//
+// The subpackages are the rest of Loom's SR-IOV: deviceplugin (a kubelet device plugin per
+// pool, kept up to date by Watch), podresources (which devices the kubelet gave a pod), vf
+// (what a PF holds for each VF, through netlink or a recording file) and attach (the
+// loom-sriov network type).
 package sriov
