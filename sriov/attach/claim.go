@@ -68,6 +68,10 @@ func (c claim) String() string {
 // so that a VF is claimed whole or not at all, and <vf address>.lock, flocked by whoever
 // changes the VF. Lock files stay: removing one would let two processes lock different files
 // of the same name.
+//
+// Claims are replaced atomically but not fsynced, as the attachment ledger is not: a claim
+// sits on the ADD path, where an fsync costs milliseconds, and the one thing it would guard
+// against is a power loss, after which the NIC's VFs are reset and no pod holds one.
 type claims struct {
 	dir string
 }
@@ -164,9 +168,6 @@ func (s claims) writeTemp(c claim) (string, error) {
 		return "", fmt.Errorf("write claim of vf %s: %w", c.VF, err)
 	}
 	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
