@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	podresourcesapi "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/loom-cni/loom/internal/fakekubelet"
+	"github.com/loom-cni/loom/internal/leakcheck"
 )
 
 const res = "example.com/nic"
@@ -31,22 +31,7 @@ const wait = 5 * time.Second
 
 // TestMain fails the run when goroutines the tests started are still running a moment after
 // the last test.
-func TestMain(m *testing.M) {
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	if code == 0 {
-		deadline := time.Now().Add(2 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			fmt.Fprintf(os.Stderr, "%d goroutines left running, %d before the tests:\n%s\n", n, before, buf[:runtime.Stack(buf, true)])
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(leakcheck.Main(m)) }
 
 // shortDir returns a fresh directory with a path short enough for unix sockets.
 func shortDir(t *testing.T) string {
