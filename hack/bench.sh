@@ -4,7 +4,8 @@
 #   BENCH <name> <measured> <unit> target <op> <value> PASS|FAIL
 # and the script fails if any target does.
 #
-#   1. Go micro-benchmarks (ledger, network resolution): figures only.
+#   1. Go micro-benchmarks (ledger, network resolution, a VF attached and given back):
+#      figures only.
 #   2. CNI overhead (e2e/cnibench): loom against the bare delegates of the default network,
 #      on a one-node cluster whose default network is the reference bridge plugin.
 #   3. The primary network (e2e/fabricbench), one three-node cluster per mode, up, measured,
@@ -77,8 +78,8 @@ down() {
 }
 
 if selected micro; then
-  say "Go micro-benchmarks (ledger, network resolution)"
-  (cd "$root" && go test -run '^$' -bench . -benchmem ./delegate/ ./delegate/npwg/) | grep -E '^(Benchmark|ok)'
+  say "Go micro-benchmarks (ledger, network resolution, VF attachment)"
+  (cd "$root" && go test -run '^$' -bench . -benchmem ./delegate/ ./delegate/npwg/ ./sriov/attach/) | grep -E '^(Benchmark|ok)'
 fi
 
 if selected cni; then

@@ -39,7 +39,7 @@ const (
 )
 
 // pluginsDir is where `make test` installed the reference plugins.
-func pluginsDir(t *testing.T) string {
+func pluginsDir(t testing.TB) string {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	dir := os.Getenv("LOOM_CNI_PLUGINS_DIR")
@@ -50,7 +50,7 @@ func pluginsDir(t *testing.T) string {
 }
 
 type testbed struct {
-	t        *testing.T
+	t        testing.TB
 	node     string
 	tree     *sriovtest.Tree
 	rec      *vf.Recorder
@@ -61,7 +61,7 @@ type testbed struct {
 	plugins  string
 }
 
-func newTestbed(t *testing.T, vfs int) *testbed {
+func newTestbed(t testing.TB, vfs int) *testbed {
 	t.Helper()
 	plugins := pluginsDir(t)
 	node, _ := netnstest.New(t)
@@ -240,7 +240,7 @@ func (b *testbed) assertNoAllocations() {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
