@@ -242,12 +242,12 @@ func TestSRIOV(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.StopLoomd("node2"); err != nil {
+			if err = c.StopLoomd("node2"); err != nil {
 				t.Fatal(err)
 			}
 			// The loom binary releases what it can from the ledger; the VF waits for loomd,
 			// and the runtime retries DEL until it is back.
-			if err := c.Client().CoreV1().Pods(e.ns).Delete(e.ctx, "vr", metav1.DeleteOptions{}); err != nil {
+			if err = c.Client().CoreV1().Pods(e.ns).Delete(e.ctx, "vr", metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			ledger, err := delegate.OpenLedger(filepath.Join(node.LoomStateDir(), "ledger"), slog.New(slog.DiscardHandler))
@@ -421,7 +421,7 @@ func testTenantsOnVFs(t *testing.T, c *sim.Cluster, platformNS string, before vf
 		ns := "e2e-sriov-" + tenant
 		envs[tenant] = newEnv(t, c, ns)
 		patch := fmt.Sprintf(`{"metadata":{"labels":{"loom-e2e/tenant":%q}}}`, tenant)
-		if _, err := c.Client().CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		if _, err = c.Client().CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		obj := &unstructured.Unstructured{Object: map[string]any{
@@ -433,7 +433,7 @@ func testTenantsOnVFs(t *testing.T, c *sim.Cluster, platformNS string, before vf
 				"sriov":             map[string]any{"pools": []any{sim.SRIOVPoolA}, "vfQuota": 1},
 			},
 		}}
-		if _, err := dyn.Resource(tenants.GVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+		if _, err = dyn.Resource(tenants.GVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { dyn.Resource(tenants.GVR).Delete(context.Background(), tenant, metav1.DeleteOptions{}) })
@@ -442,14 +442,14 @@ func testTenantsOnVFs(t *testing.T, c *sim.Cluster, platformNS string, before vf
 	// owning their namespaces.
 	for _, tenant := range []string{"va", "vb"} {
 		owns := func() (bool, error) {
-			obj, err := dyn.Resource(tenants.GVR).Get(ctx, tenant, metav1.GetOptions{})
-			if err != nil {
-				return false, err
+			obj, gerr := dyn.Resource(tenants.GVR).Get(ctx, tenant, metav1.GetOptions{})
+			if gerr != nil {
+				return false, gerr
 			}
 			nss, _, _ := unstructured.NestedStringSlice(obj.Object, "status", "namespaces")
 			return len(nss) == 1, nil
 		}
-		if err := waitFor(10*time.Second, owns); err != nil {
+		if err = waitFor(10*time.Second, owns); err != nil {
 			t.Fatalf("tenant %s never showed its namespace: %v", tenant, err)
 		}
 	}
@@ -469,7 +469,7 @@ func testTenantsOnVFs(t *testing.T, c *sim.Cluster, platformNS string, before vf
 	}
 	envs["va"].ping("a1", addr["a2"])
 	for _, p := range []struct{ tenant, from, to string }{{"va", "a1", "b1"}, {"vb", "b1", "a2"}} {
-		if out, err := c.PodExec(ctx, "e2e-sriov-"+p.tenant, p.from, "ping", "-n", "-c", "1", "-W", "1", addr[p.to]); err == nil {
+		if out, perr := c.PodExec(ctx, "e2e-sriov-"+p.tenant, p.from, "ping", "-n", "-c", "1", "-W", "1", addr[p.to]); perr == nil {
 			t.Errorf("%s reached %s of another tenant over a VF: %s", p.from, p.to, out)
 		}
 	}
