@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -71,6 +72,7 @@ func TestTenancy(t *testing.T) {
 		{"TenantPoolAddresses", te.testTenantPool},
 		{"DefaultMatrix", func(t *testing.T) { te.checkMatrix(t, te.tenantsOnly) }},
 		{"LoomctlConnectivityAgrees", te.testLoomctlConnectivity},
+		{"LoomctlTenantsTable", te.testLoomctlTenants},
 		{"NetworkPolicyOnPrimary", te.testNetworkPolicy},
 		{"MultiNetworkPolicyOnShared", te.testMultiNetworkPolicy},
 		{"InvalidPolicyNarrowsAndIsReported", te.testInvalidPolicy},
@@ -501,3 +503,20 @@ func (te *tenancyEnv) testLoomctlConnectivity(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// testLoomctlTenants checks `loomctl tenants` against the cluster: its table is golden, the
+// pods' addresses counted on both networks.
+func (te *tenancyEnv) testLoomctlTenants(t *testing.T) {
+	loomctl := filepath.Join(te.c.Options().BinDir, "loomctl")
+	out, err := exec.CommandContext(te.ctx, loomctl, "tenants", "--dir", te.c.Dir()).Output()
+	if err != nil {
+		t.Fatalf("loomctl tenants: %v\n%s", err, out)
+	}
+	want, err := os.ReadFile(filepath.Join("testdata", "loomctl-tenants.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != string(want) {
+		t.Errorf("loomctl tenants:\n%s\nwant (testdata/loomctl-tenants.golden):\n%s", out, want)
+	}
+}

@@ -39,6 +39,7 @@ func newRootCommand(getenv func(string) string) *cobra.Command {
 	root.AddCommand(
 		newSimCommand(getenv),
 		newConnectivityCommand(getenv),
+		newTenantsCommand(getenv),
 	)
 	return root
 }

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/loom-cni/loom/tenants"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s (rerun with -update if the change is meant):\n--- got\n%s--- want\n%s", path, got, want)
+	}
+}
+
+func tenantObject(name, spec string) *tenants.Object {
+	o := &tenants.Object{}
+	o.Name = name
+	if err := jsonUnmarshal([]byte(spec), &o.Spec); err != nil {
+		panic(err)
+	}
+	return o
+}
+
+func TestTenantsTable(t *testing.T) {
+	acme, acmeProblems := tenants.Parse(tenantObject("acme", `{"namespaceSelector":{"matchLabels":{"tenant":"acme"}},
+		"sharedNetworks":["infra/storage"],"sriov":{"pools":["loom.dev/sriov_net_a"]},"peers":["globex"],"vlans":["5000"]}`))
+	globex, _ := tenants.Parse(tenantObject("globex", `{"namespaceSelector":{"matchLabels":{"tenant":"globex"}},"peers":["acme"]}`))
+	dir := tenants.NewDirectory([]tenants.Tenant{acme, globex}, map[string]map[string]string{
+		"acme-web": {"tenant": "acme"}, "acme-db": {"tenant": "acme"}, "globex": {"tenant": "globex"},
+		"infra": nil, "kube-system": nil,
+	})
+	problems := map[tenants.Name][]string{}
+	for _, p := range acmeProblems {
+		problems[acme.Name] = append(problems[acme.Name], p.Error())
+	}
+	nad := func(ns, name string) nadv1.NetworkAttachmentDefinition {
+		return nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	}
+	pod := func(ns, name string, phase corev1.PodPhase, status string) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Status: corev1.PodStatus{Phase: phase,
+			PodIPs: []corev1.PodIP{{IP: "10.244.0.9"}}}}
+		if status != "" {
+			p.Annotations = map[string]string{nadv1.NetworkStatusAnnot: status}
+		}
+		return p
+	}
+	twoNets := `[{"name":"loom","ips":["10.244.1.2"],"default":true},{"name":"acme-web/net1","interface":"net1","ips":["192.168.1.2","fd00::2"]}]`
+	rows := tenantRows(dir, problems,
+		[]nadv1.NetworkAttachmentDefinition{nad("acme-web", "net1"), nad("infra", "storage"), nad("globex", "data"), nad("acme-db", "net1")},
+		[]corev1.Pod{
+			pod("acme-web", "web-1", corev1.PodRunning, twoNets),
+			pod("acme-db", "db-1", corev1.PodRunning, ""),
+			pod("acme-db", "db-2", corev1.PodPending, ""),
+			pod("globex", "api", corev1.PodRunning, ""),
+			pod("kube-system", "dns", corev1.PodRunning, ""),
+			pod("infra", "nfs", corev1.PodSucceeded, ""),
+		})
+	var b bytes.Buffer
+	printTenants(&b, rows)
+	golden(t, "tenants.golden", b.Bytes())
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
