@@ -20,14 +20,15 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 podexec() { "$loomctl" sim exec --dir "$dir" "$@"; }
 addr() { podexec "$1" -- ip -4 -o addr show dev "$2" | awk '{split($4, a, "/"); print a[1]}'; }
 
-say "Starting a simulated cluster in $dir (real etcd + kube-apiserver, 3 nodes on 2 subnets, loomd on each, mode $mode)"
-"$loomctl" sim up --dir "$dir" --nodes 3 --mode "$mode"
+say "Starting a simulated cluster in $dir (real etcd + kube-apiserver, 3 nodes on 2 subnets, loomd on each, mode $mode, a simulated SR-IOV NIC per node)"
+"$loomctl" sim up --dir "$dir" --nodes 3 --mode "$mode" --sriov
 "$loomctl" sim status --dir "$dir"
 
 say "Networks and pods (examples/demo)"
 run "$kubectl" create namespace demo
 run "$kubectl" apply -f "$root/examples/demo/networks.yaml"
 run "$kubectl" apply -f "$root/examples/demo/pods.yaml"
+run "$kubectl" apply -f "$root/examples/demo/sriov.yaml"
 # delta has the primary network only, on node3: on the other subnet, behind the router.
 run "$kubectl" apply -f - <<'YAML'
 apiVersion: v1
@@ -42,7 +43,7 @@ YAML
 run "$kubectl" wait --for=condition=Ready pod --all -n demo --timeout=90s
 run "$kubectl" get pods -n demo -o wide
 
-for pod in alpha beta gamma; do
+for pod in alpha beta gamma vf-1; do
   say "demo/$pod: interfaces inside the pod"
   podexec "demo/$pod" -- ip -br addr
   say "demo/$pod: k8s.v1.cni.cncf.io/network-status"
@@ -65,6 +66,7 @@ check "bridge-local, same node (local0)" demo/alpha "$(addr demo/beta local0)"
 check "macvlan-underlay, across nodes (data0 -> net1)" demo/alpha "$(addr demo/gamma net1)"
 check "primary network, across nodes on one subnet (eth0)" demo/alpha "$(addr demo/gamma eth0)"
 check "primary network, across subnets via the router (eth0)" demo/alpha "$(addr demo/delta eth0)"
+check "SR-IOV VFs, across nodes (net1, VLAN 100)" demo/vf-1 "$(addr demo/vf-2 net1)"
 if [[ $mode == bgp ]]; then
   check "outside the cluster, route from the router's BGP" demo/delta "$external"
 fi
@@ -101,6 +103,9 @@ cat <<MSG
   $loomctl sim exec --dir $dir demo/alpha -- ip route
   $loomctl sim node-exec --dir $dir node1 -- ip route
   $loomctl connectivity --dir $dir -n acme,globex      # tenants: who reaches whom
+  $loomctl tenants --dir $dir                          # tenants: namespaces, pods, networks
+  $loomctl sim node-exec --dir $dir node1 -- ls /var/lib/loom/sriov     # VFs in use (claims)
+  cat $dir/nodes/node1/root/var/lib/loom/sim-vf-state.json   # what each PF holds for its VFs
   $loomctl sim node-exec --dir $dir node1 -- nft list table inet loom   # the rules
 MSG
 if [[ $mode == bgp ]]; then
