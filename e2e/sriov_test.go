@@ -16,6 +16,7 @@ import (
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -181,6 +182,26 @@ func TestSRIOV(t *testing.T) {
 		name string
 		f    func(*testing.T)
 	}{
+		{"NodesAdvertiseTheirPools", func(t *testing.T) {
+			// The device plugins' devices reach the Node as the kubelet reports them.
+			want := map[string]int64{sim.SRIOVPoolA: 4, sim.SRIOVPoolB: 4, sim.SRIOVPoolDPDK: 8}
+			advertised := func() (bool, error) {
+				n, err := c.Client().CoreV1().Nodes().Get(e.ctx, "node2", metav1.GetOptions{})
+				if err != nil {
+					return false, err
+				}
+				for name, count := range want {
+					q := n.Status.Allocatable[corev1.ResourceName(name)]
+					if q.Value() != count {
+						return false, nil
+					}
+				}
+				return true, nil
+			}
+			if err := waitFor(10*time.Second, advertised); err != nil {
+				t.Fatalf("node2 does not show allocatable %v: %v", want, err)
+			}
+		}},
 		{"PodsOnTwoNodesReachEachOtherOverVFs", func(t *testing.T) {
 			vfPod("v1", "node1", "vf-a", map[string]int64{sim.SRIOVPoolA: 1})
 			vfPod("v2", "node2", "vf-a", map[string]int64{sim.SRIOVPoolA: 1})

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/loom-cni/loom/e2e/sim/podruntime"
 	"github.com/loom-cni/loom/internal/fakekubelet"
@@ -47,3 +48,16 @@ func (d deviceManager) Restore(uid types.UID, namespace, name string, devices []
 }
 
 func (d deviceManager) Release(uid types.UID) { d.k.Release(uid) }
+
+func (d deviceManager) Capacity() (capacity, allocatable map[string]int) {
+	capacity, allocatable = map[string]int{}, map[string]int{}
+	for _, r := range d.k.Resources() {
+		for _, dev := range d.k.Devices(r) {
+			capacity[r]++
+			if dev.Health == pluginapi.Healthy {
+				allocatable[r]++
+			}
+		}
+	}
+	return capacity, allocatable
+}

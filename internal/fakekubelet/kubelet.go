@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -269,6 +270,13 @@ func (k *Kubelet) Serves(resource string) bool {
 	defer k.mu.Unlock()
 	_, ok := k.resources[resource]
 	return ok
+}
+
+// Resources lists the resources plugins have registered since the kubelet (re)started.
+func (k *Kubelet) Resources() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Sorted(maps.Keys(k.resources))
 }
 
 // Devices returns the devices of resource as its plugin last listed them, by ID; nil when no

@@ -22,6 +22,9 @@ type DeviceManager interface {
 	Restore(pod types.UID, namespace, name string, devices []ContainerDevices)
 	// Release frees every device of the pod.
 	Release(pod types.UID)
+	// Capacity counts the devices of each resource plugins advertise, and the healthy ones:
+	// the Node's capacity and allocatable.
+	Capacity() (capacity, allocatable map[string]int)
 }
 
 // ContainerDevices are the devices of one resource allocated to one container.

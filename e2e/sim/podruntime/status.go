@@ -116,7 +116,7 @@ func nodeObject(name string, podCIDR netip.Prefix) *corev1.Node {
 
 // nodeStatus is the Node's status: Ready while a CNI configuration exists, otherwise
 // NotReady with kubelet's NetworkPluginNotReady message.
-func nodeStatus(name string, ip netip.Addr, networkErr error, now metav1.Time) corev1.NodeStatus {
+func nodeStatus(name string, ip netip.Addr, networkErr error, devices nodeDevices, now metav1.Time) corev1.NodeStatus {
 	ready := corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 		Message: "kubelet is posting ready status", LastHeartbeatTime: now, LastTransitionTime: now}
 	if networkErr != nil {
@@ -128,12 +128,17 @@ func nodeStatus(name string, ip netip.Addr, networkErr error, now metav1.Time) c
 		corev1.ResourceMemory: resource.MustParse("8Gi"),
 		corev1.ResourcePods:   resource.MustParse("110"),
 	}
+	allocatable := capacity.DeepCopy()
+	for name, n := range devices.capacity {
+		capacity[corev1.ResourceName(name)] = *resource.NewQuantity(int64(n), resource.DecimalSI)
+		allocatable[corev1.ResourceName(name)] = *resource.NewQuantity(int64(devices.allocatable[name]), resource.DecimalSI)
+	}
 	cond := func(t corev1.NodeConditionType, reason string) corev1.NodeCondition {
 		return corev1.NodeCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, LastHeartbeatTime: now, LastTransitionTime: now}
 	}
 	return corev1.NodeStatus{
 		Capacity:    capacity,
-		Allocatable: capacity,
+		Allocatable: allocatable,
 		Phase:       corev1.NodeRunning,
 		Conditions: []corev1.NodeCondition{
 			cond(corev1.NodeMemoryPressure, "KubeletHasSufficientMemory"),

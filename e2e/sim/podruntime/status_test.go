@@ -62,10 +62,10 @@ func TestNodeStatus(t *testing.T) {
 		}
 		return corev1.NodeCondition{}
 	}
-	if c := readiness(nodeStatus("node1", ip, nil, metav1.Now())); c.Status != corev1.ConditionTrue {
+	if c := readiness(nodeStatus("node1", ip, nil, nodeDevices{}, metav1.Now())); c.Status != corev1.ConditionTrue {
 		t.Errorf("Ready with a network: %+v", c)
 	}
-	c := readiness(nodeStatus("node1", ip, errors.New("no network config found"), metav1.Now()))
+	c := readiness(nodeStatus("node1", ip, errors.New("no network config found"), nodeDevices{}, metav1.Now()))
 	if c.Status != corev1.ConditionFalse || c.Reason != "KubeletNotReady" {
 		t.Errorf("Ready without a network: %+v", c)
 	}
