@@ -218,6 +218,17 @@ func TestSRIOV(t *testing.T) {
 				t.Fatalf("device-info of v1's VF: %+v", di)
 			}
 			checkVFInPod(t, e, c, "v1", "node1", di.Pci.PciAddress, 100)
+
+			// loomctl status shows the VF among node1's attachments, and the pools.
+			out, err := exec.CommandContext(e.ctx, filepath.Join(c.Options().BinDir, "loomctl"), "status", "node1", "--dir", c.Dir()).CombinedOutput()
+			if err != nil {
+				t.Fatalf("loomctl status: %v\n%s", err, out)
+			}
+			for _, want := range []string{"primary network vxlan", "node2", e.ns + "/v1", "net1", e.ns + "/vf-a", a1[0], di.Pci.PciAddress, sim.SRIOVPoolA} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("loomctl status node1 lacks %q:\n%s", want, out)
+				}
+			}
 		}},
 		{"DeleteReturnsTheVFAsItWas", func(t *testing.T) {
 			e.deletePod("v1")

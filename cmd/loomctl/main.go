@@ -40,6 +40,7 @@ func newRootCommand(getenv func(string) string) *cobra.Command {
 		newSimCommand(getenv),
 		newConnectivityCommand(getenv),
 		newTenantsCommand(getenv),
+		newStatusCommand(getenv),
 	)
 	return root
 }

@@ -84,3 +84,29 @@ func TestTenantsTable(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func TestStatusTable(t *testing.T) {
+	v := nodeView{Node: "node1", Mode: "vxlan", UnderlayIP: "198.18.1.11", VTEP: &vtepView{Addr: "10.244.29.0", MAC: "02:aa:bb:cc:dd:01"},
+		Peers: []peerView{{Node: "node2", UnderlayIP: "198.18.1.12", VTEPAddr: "10.244.75.64", VTEPMAC: "02:aa:bb:cc:dd:02"}, {Node: "node3", UnderlayIP: "198.19.1.13"}},
+		Blocks: []blockView{{Pool: "default", CIDR: "10.244.29.0/26", InUse: 3, Size: 64}, {Pool: "tenant-a-main", CIDR: "10.244.240.0/28", Tenant: "a", InUse: 1, Size: 16}},
+		Pods: []podView{
+			{Pod: "demo/vf-1", Attachments: []attachmentView{{Interface: "eth0", Network: "loom", IPs: []string{"10.244.29.3"}},
+				{Interface: "net1", Network: "demo/sriov-a", IPs: []string{"192.168.80.64"}, Device: "0000:3b:02.0"}}},
+			{Pod: "demo/starting"},
+		},
+		Devices: []resourceView{{Resource: "loom.dev/sriov_net_a", Capacity: 4, Allocatable: 4}},
+	}
+	var b bytes.Buffer
+	printNode(&b, v)
+	printNode(&b, nodeView{Node: "lonely", Mode: "bgp"})
+	golden(t, "status.golden", b.Bytes())
+	if got := modeOf("primaryNetwork: {mode: bgp, clusterCIDR: 10.244.0.0/16}\n"); got != "bgp" {
+		t.Errorf("mode of a bgp configuration: %q", got)
+	}
+	if got := modeOf("primaryNetwork: {clusterCIDR: 10.244.0.0/16}\n"); got != "vxlan" {
+		t.Errorf("mode of the default configuration: %q", got)
+	}
+	if got := modeOf("defaultNetwork: flannel\n"); got != "delegated to flannel" {
+		t.Errorf("mode without a primary network: %q", got)
+	}
+}
