@@ -87,7 +87,7 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 func TestStatusTable(t *testing.T) {
 	v := nodeView{Node: "node1", Mode: "vxlan", UnderlayIP: "198.18.1.11", VTEP: &vtepView{Addr: "10.244.29.0", MAC: "02:aa:bb:cc:dd:01"},
-		Peers: []peerView{{Node: "node2", UnderlayIP: "198.18.1.12", VTEPAddr: "10.244.75.64", VTEPMAC: "02:aa:bb:cc:dd:02"}, {Node: "node3", UnderlayIP: "198.19.1.13"}},
+		Peers:  []peerView{{Node: "node2", UnderlayIP: "198.18.1.12", VTEPAddr: "10.244.75.64", VTEPMAC: "02:aa:bb:cc:dd:02"}, {Node: "node3", UnderlayIP: "198.19.1.13"}},
 		Blocks: []blockView{{Pool: "default", CIDR: "10.244.29.0/26", InUse: 3, Size: 64}, {Pool: "tenant-a-main", CIDR: "10.244.240.0/28", Tenant: "a", InUse: 1, Size: 16}},
 		Pods: []podView{
 			{Pod: "demo/vf-1", Attachments: []attachmentView{{Interface: "eth0", Network: "loom", IPs: []string{"10.244.29.3"}},
