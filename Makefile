@@ -28,7 +28,7 @@ export LOOM_ETCD := /usr/bin/etcd
 GOFLAGS_BUILD := -trimpath
 CMDS := loom loom-ipam loomd loomctl loom-controller
 
-.PHONY: all build tools test demo demo-down bench lint fuzz clean
+.PHONY: all build tools test demo demo-down bench lint fuzz clean images
 
 all: build
 
@@ -72,3 +72,20 @@ lint:
 
 clean:
 	rm -rf $(BIN)
+
+# Container images loom/loomd and loom/loom-controller (images/*/Dockerfile), tagged $(VERSION)
+# (default: git describe). Built with $(CONTAINER_ENGINE) (docker, or podman) when one answers;
+# when none does, says so and succeeds without building.
+images: VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+images: CONTAINER_ENGINE ?= docker
+images: IMAGE_REPO ?= loom
+images:
+	@if ! $(CONTAINER_ENGINE) info >/dev/null 2>&1; then \
+	  echo "no container engine answers ($(CONTAINER_ENGINE) info failed): skipping make images"; \
+	  exit 0; \
+	fi; \
+	set -e; \
+	for image in loomd loom-controller; do \
+	  echo "==> $(IMAGE_REPO)/$$image:$(VERSION)"; \
+	  $(CONTAINER_ENGINE) build -f images/$$image/Dockerfile -t $(IMAGE_REPO)/$$image:$(VERSION) .; \
+	done
