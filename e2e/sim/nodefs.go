@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
+
+	"github.com/loom-cni/loom/deployments"
 )
 
 // Paths inside a node.
@@ -181,27 +183,34 @@ func linkPlugins(o Options) error {
 	return nil
 }
 
-// loomdConfig is loomd's configuration file: the sim's fields, overridden by
-// Options.LoomdConfig. In ModeBridge loomd delegates the default network to loom-default;
-// in Loom's own modes it runs the primary network, in ModeBGP peering with every other node
-// (the mesh) and with the router, the route reflector.
+// loomdConfig is the loomd configuration of node n. In Loom's own modes it starts from what
+// the deployment's ConfigMap loomd-config holds for the mode (deployments.LoomdConfig), as a
+// real node's loomd does, and changes only what a simulated node must: its name and
+// kubeconfig, in ModeBGP its peer (the router, the route reflector), and the SR-IOV section
+// (the node's fake sysfs with Options.SRIOV, else the node's own /sys). In ModeBridge loomd
+// delegates the default network to loom-default. Options.LoomdConfig overrides any field.
 func loomdConfig(st state, l layout, n Node) ([]byte, error) {
-	cfg := map[string]any{
-		"nodeName":   n.Name,
-		"kubeconfig": l.kubeconfig(),
-	}
+	cfg := map[string]any{}
 	if mode := st.Options.Mode; mode.loomNetwork() {
-		primary := map[string]any{"mode": string(mode), "clusterCIDR": ClusterCIDR}
-		if mode == ModeBGP {
-			primary["bgp"] = map[string]any{
-				"asn":   routerASN,
-				"peers": []any{map[string]any{"address": n.Gateway.String(), "asn": routerASN}},
-			}
+		base, err := deployments.LoomdConfig(string(mode))
+		if err != nil {
+			return nil, err
 		}
-		cfg["primaryNetwork"] = primary
+		if err := yaml.Unmarshal(base, &cfg); err != nil {
+			return nil, fmt.Errorf("the deployment's loomd configuration for mode %s: %w", mode, err)
+		}
+		primary, _ := cfg["primaryNetwork"].(map[string]any)
+		if primary == nil || primary["clusterCIDR"] != ClusterCIDR {
+			return nil, fmt.Errorf("the deployment's loomd configuration for mode %s does not route the cluster CIDR %s", mode, ClusterCIDR)
+		}
+		if bgp, ok := primary["bgp"].(map[string]any); ok {
+			bgp["peers"] = []any{map[string]any{"address": n.Gateway.String(), "asn": routerASN}}
+		}
+		cfg["sriov"] = map[string]any{"sysfsRoot": "/"}
 	} else {
 		cfg["defaultNetwork"] = defaultNetwork
 	}
+	cfg["nodeName"], cfg["kubeconfig"] = n.Name, l.kubeconfig()
 	if st.Options.SRIOV {
 		cfg["sriov"] = sriovConfig()
 	}
@@ -214,6 +223,10 @@ func loomdConfig(st state, l layout, n Node) ([]byte, error) {
 	}
 	return append([]byte("# Written by the simulated cluster's node supervisor.\n"), b...), nil
 }
+
+// LoomdHealthAddress is where every node's loomd serves /healthz, /readyz and /metrics,
+// inside the node's network namespace (reach it with NodeExec or NodeCmd).
+func (c *Cluster) LoomdHealthAddress() string { return loomdHealthAddress(c.st.Options) }
 
 // loomdHealthAddress is where loomd serves /readyz in the node.
 func loomdHealthAddress(o Options) string {

@@ -2,15 +2,20 @@ package sim
 
 import (
 	"encoding/json"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
 	"sigs.k8s.io/yaml"
+
+	"github.com/loom-cni/loom/daemon"
+	"github.com/loom-cni/loom/deployments"
 )
 
 func TestOptionsRejectDirsNodesMountOver(t *testing.T) {
@@ -112,19 +117,23 @@ func TestNodeConfigFiles(t *testing.T) {
 	if !strings.Contains(string(conf.Bytes), `"subnet": "10.244.2.0/24"`) {
 		t.Errorf("default network does not use the pod CIDR: %s", conf.Bytes)
 	}
+	// In Loom's own modes loomd starts from the deployment's ConfigMap content for the mode,
+	// changed only where a simulated node must differ.
 	extra := map[string]any{"namespaceIsolation": true, "logLevel": "debug"}
 	for _, tc := range []struct {
 		mode Mode
 		node int
-		want string
+		want func(base map[string]any) map[string]any
 	}{
-		{ModeBridge, 2, `{"defaultNetwork":"loom-default","kubeconfig":"/srv/sim/kubeconfig","logLevel":"debug","namespaceIsolation":true,"nodeName":"node2"}`},
-		{ModeVXLAN, 2, `{"kubeconfig":"/srv/sim/kubeconfig","logLevel":"debug","namespaceIsolation":true,"nodeName":"node2",` +
-			`"primaryNetwork":{"clusterCIDR":"10.244.0.0/16","mode":"vxlan"}}`},
-		{ModeVXLANCrossSubnet, 3, `{"kubeconfig":"/srv/sim/kubeconfig","logLevel":"debug","namespaceIsolation":true,"nodeName":"node3",` +
-			`"primaryNetwork":{"clusterCIDR":"10.244.0.0/16","mode":"vxlan-crosssubnet"}}`},
-		{ModeBGP, 3, `{"kubeconfig":"/srv/sim/kubeconfig","logLevel":"debug","namespaceIsolation":true,"nodeName":"node3",` +
-			`"primaryNetwork":{"bgp":{"asn":64512,"peers":[{"address":"198.19.1.254","asn":64512}]},"clusterCIDR":"10.244.0.0/16","mode":"bgp"}}`},
+		{ModeBridge, 2, func(map[string]any) map[string]any {
+			return map[string]any{"defaultNetwork": "loom-default"}
+		}},
+		{ModeVXLAN, 2, nil},
+		{ModeVXLANCrossSubnet, 3, nil},
+		{ModeBGP, 3, func(base map[string]any) map[string]any {
+			base["primaryNetwork"].(map[string]any)["bgp"].(map[string]any)["peers"] = []any{map[string]any{"address": "198.19.1.254", "asn": 64512.0}}
+			return base
+		}},
 	} {
 		n := newNode(layout{"/srv/sim"}, slotDir{"/run/loom-sim", 1}, tc.mode, tc.node, 3)
 		b, err := loomdConfig(state{Options: Options{Mode: tc.mode, LoomdConfig: extra}}, layout{"/srv/sim"}, n)
@@ -135,8 +144,29 @@ func TestNodeConfigFiles(t *testing.T) {
 		if err := yaml.Unmarshal(b, &got); err != nil {
 			t.Fatal(err)
 		}
-		if j, _ := json.Marshal(got); string(j) != tc.want {
-			t.Errorf("mode %s: loomd.yaml = %s, want %s", tc.mode, j, tc.want)
+		want := map[string]any{}
+		if tc.mode.loomNetwork() {
+			raw, err := deployments.LoomdConfig(string(tc.mode))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := yaml.Unmarshal(raw, &want); err != nil {
+				t.Fatal(err)
+			}
+			want["sriov"] = map[string]any{"sysfsRoot": "/"}
+		}
+		if tc.want != nil {
+			want = tc.want(want)
+		}
+		want["nodeName"], want["kubeconfig"] = n.Name, "/srv/sim/kubeconfig"
+		maps.Copy(want, extra)
+		if !reflect.DeepEqual(got, want) {
+			gj, _ := json.Marshal(got)
+			wj, _ := json.Marshal(want)
+			t.Errorf("mode %s: loomd.yaml = %s, want %s", tc.mode, gj, wj)
+		}
+		if _, err := daemon.ParseConfig(b); err != nil {
+			t.Errorf("mode %s: loomd does not accept its configuration: %v", tc.mode, err)
 		}
 	}
 }
