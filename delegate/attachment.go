@@ -39,6 +39,10 @@ type Spec struct {
 	Default bool `json:"default,omitempty"`
 	// Kind selects the Attachment implementation; KindCNI for delegates run through libcni.
 	Kind string `json:"kind"`
+	// Plugin is the type of the configuration's first plugin (macvlan, bridge, loom-primary...), which
+	// metrics break delegate calls down by. Records written before it existed lack it:
+	// PluginType reads it from Config then.
+	Plugin string `json:"plugin,omitempty"`
 	// Config is the network configuration for Kind; for KindCNI a conflist, with its name
 	// injected and the annotation's cni-args merged in.
 	Config json.RawMessage `json:"config"`
@@ -97,4 +101,25 @@ type Outcome struct {
 	Spec
 	Result     types.Result
 	DeviceInfo json.RawMessage
+}
+
+// PluginType is the type of the configuration's first plugin: Plugin, or for a record written
+// before Plugin existed, what Config says. It is "" when Config does not say either.
+func (s Spec) PluginType() string {
+	if s.Plugin != "" || len(s.Config) == 0 {
+		return s.Plugin
+	}
+	var conf struct {
+		Type    string `json:"type"`
+		Plugins []struct {
+			Type string `json:"type"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(s.Config, &conf); err != nil {
+		return ""
+	}
+	if len(conf.Plugins) > 0 {
+		return conf.Plugins[0].Type
+	}
+	return conf.Type
 }

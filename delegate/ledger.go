@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -56,6 +57,10 @@ type Record struct {
 type Ledger struct {
 	dir string
 	log *slog.Logger
+	// gen counts the changes this Ledger made to the records, so that a reader that keeps
+	// a summary of them (metrics) reads them again only after a change. The process that
+	// holds the lock is the only writer, so its count sees every change.
+	gen atomic.Uint64
 }
 
 // containerIDPattern is the CNI spec's rule for container IDs; it also keeps IDs safe as file
@@ -63,6 +68,10 @@ type Ledger struct {
 var containerIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
 
 const recordSuffix = ".json"
+
+// staleTemp is the age at which List takes a temporary file for the leftover of a crash
+// rather than a Save in progress.
+const staleTemp = time.Minute
 
 // OpenLedger opens (creating if needed) the ledger in dir.
 func OpenLedger(dir string, log *slog.Logger) (*Ledger, error) {
@@ -100,6 +109,7 @@ func (l *Ledger) Load(id ContainerID) (r Record, ok bool, err error) {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return Record{}, false, fmt.Errorf("remove unreadable ledger record: %w", err)
 		}
+		l.gen.Add(1)
 		return Record{}, false, nil
 	}
 	return r, true, nil
@@ -136,6 +146,7 @@ func (l *Ledger) Save(r Record) error {
 		return fmt.Errorf("write ledger record: %w", err)
 	}
 	renamed = true
+	l.gen.Add(1)
 	return nil
 }
 
@@ -148,11 +159,12 @@ func (l *Ledger) Remove(id ContainerID) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove ledger record: %w", err)
 	}
+	l.gen.Add(1)
 	return nil
 }
 
 // List returns every record, ordered by container ID. Leftover temporary files from a crash
-// mid-write are removed.
+// mid-write are removed once they are a minute old.
 func (l *Ledger) List() ([]Record, error) {
 	des, err := os.ReadDir(l.dir)
 	if err != nil {
@@ -162,7 +174,11 @@ func (l *Ledger) List() ([]Record, error) {
 	for _, de := range des {
 		name := de.Name()
 		if strings.HasPrefix(name, ".tmp-") {
-			os.Remove(filepath.Join(l.dir, name))
+			// A young one belongs to a Save in progress, which a List from another goroutine
+			// (metrics, address reconciliation) must not break.
+			if info, err := de.Info(); err == nil && time.Since(info.ModTime()) > staleTemp {
+				os.Remove(filepath.Join(l.dir, name))
+			}
 			continue
 		}
 		if !strings.HasSuffix(name, recordSuffix) {
@@ -179,6 +195,11 @@ func (l *Ledger) List() ([]Record, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].ContainerID < out[j].ContainerID })
 	return out, nil
 }
+
+// Generation changes whenever this Ledger saves or removes a record. Two equal values mean
+// that List would return the same records, as long as no other process wrote the ledger in
+// between: true while the caller holds the lock (see Lock).
+func (l *Ledger) Generation() uint64 { return l.gen.Load() }
 
 // Lock takes the ledger's exclusive process lock, waiting up to timeout. loomd holds it for
 // its whole life; the loom binary takes it before working on the ledger itself, so the two

@@ -25,6 +25,7 @@ type Orchestrator struct {
 	kinds  map[string]Attachment
 	log    *slog.Logger
 	now    func() time.Time
+	obs    Observer // nil: nobody watches
 
 	mu   sync.Mutex
 	busy map[ContainerID]*containerLock
@@ -38,6 +39,35 @@ type containerLock struct {
 // NewOrchestrator returns an orchestrator that runs attachments of the given kinds.
 func NewOrchestrator(l *Ledger, kinds map[string]Attachment, log *slog.Logger) *Orchestrator {
 	return &Orchestrator{ledger: l, kinds: kinds, log: log, now: time.Now, busy: map[ContainerID]*containerLock{}}
+}
+
+// The operations an Observer is told of.
+const (
+	OpAdd    = "ADD"
+	OpDel    = "DEL"
+	OpCheck  = "CHECK"
+	OpGC     = "GC"
+	OpStatus = "STATUS"
+)
+
+// An Observer is told of every call the orchestrator makes to an Attachment, rollbacks
+// included: metrics count them by operation and network type. It is called on the ADD path
+// and must be quick.
+type Observer interface {
+	// AttachmentCalled reports one call: its operation (OpAdd...), the network's Kind and
+	// plugin type ("" for a GC, which covers every network of a kind), how long it took and
+	// what it returned.
+	AttachmentCalled(op, kind, plugin string, took time.Duration, err error)
+}
+
+// SetObserver makes obs hear of every call to an Attachment. Call it before the first call.
+func (o *Orchestrator) SetObserver(obs Observer) { o.obs = obs }
+
+// observe tells the observer, if any, of a call to an attachment of s that began at start.
+func (o *Orchestrator) observe(op string, s *Spec, start time.Time, err error) {
+	if o.obs != nil {
+		o.obs.AttachmentCalled(op, s.Kind, s.PluginType(), time.Since(start), err)
+	}
 }
 
 // AttachError reports the attachment that failed and whatever the rollback could not release.
@@ -95,7 +125,9 @@ func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netn
 	for i := range rec.Attachments {
 		e := &rec.Attachments[i]
 		call := Call{Spec: e.Spec, ContainerID: id, Netns: netns, Pod: pod}
+		start := time.Now()
 		res, err := o.kinds[e.Kind].Add(ctx, call)
+		o.observe(OpAdd, &e.Spec, start, err)
 		if err == nil {
 			e.Result, err = json.Marshal(res)
 		}
@@ -209,7 +241,10 @@ func (o *Orchestrator) del(ctx context.Context, rec Record, e Entry, netns strin
 		o.log.Warn("ignoring unreadable recorded result", "containerID", rec.ContainerID, "network", e.Network, "error", err)
 		prev = nil
 	}
-	return att.Del(ctx, Call{Spec: e.Spec, ContainerID: rec.ContainerID, Netns: netns, Pod: rec.Pod}, prev)
+	start := time.Now()
+	err = att.Del(ctx, Call{Spec: e.Spec, ContainerID: rec.ContainerID, Netns: netns, Pod: rec.Pod}, prev)
+	o.observe(OpDel, &e.Spec, start, err)
+	return err
 }
 
 // Check verifies every attachment recorded for a container, not only the default network.
@@ -234,7 +269,10 @@ func (o *Orchestrator) Check(ctx context.Context, id ContainerID, netns string) 
 			return fmt.Errorf("check network %q interface %s: %w", e.Network, e.Ifname, err)
 		}
 		call := Call{Spec: e.Spec, ContainerID: id, Netns: netns, Pod: rec.Pod}
-		if err := o.kinds[e.Kind].Check(ctx, call, prev); err != nil {
+		start := time.Now()
+		err = o.kinds[e.Kind].Check(ctx, call, prev)
+		o.observe(OpCheck, &e.Spec, start, err)
+		if err != nil {
 			return fmt.Errorf("check network %q interface %s: %w", e.Network, e.Ifname, err)
 		}
 	}
@@ -274,8 +312,11 @@ func (o *Orchestrator) GC(ctx context.Context, valid map[ContainerID]bool, known
 		}
 		knownOfKind := slices.DeleteFunc(slices.Clone(known), func(s Spec) bool { return s.Kind != kind })
 		liveOfKind := slices.DeleteFunc(slices.Clone(live), func(c Call) bool { return c.Kind != kind })
-		if err := c.GC(ctx, knownOfKind, liveOfKind); err != nil {
-			errs = append(errs, fmt.Errorf("collect garbage of %s attachments: %w", kind, err))
+		start := time.Now()
+		gcErr := c.GC(ctx, knownOfKind, liveOfKind)
+		o.observe(OpGC, &Spec{Kind: kind}, start, gcErr)
+		if gcErr != nil {
+			errs = append(errs, fmt.Errorf("collect garbage of %s attachments: %w", kind, gcErr))
 		}
 	}
 	return errors.Join(errs...)
@@ -298,7 +339,10 @@ func (o *Orchestrator) Status(ctx context.Context, s Spec) error {
 		return fmt.Errorf("status of network %q: unknown attachment kind %q", s.Network, s.Kind)
 	}
 	if r, ok := att.(StatusReporter); ok {
-		return r.Status(ctx, s)
+		start := time.Now()
+		err := r.Status(ctx, s)
+		o.observe(OpStatus, &s, start, err)
+		return err
 	}
 	return nil
 }

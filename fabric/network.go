@@ -55,8 +55,8 @@ type Network struct {
 	nodeIP   netip.Addr
 	underlay netlink.Link
 	mtu      int
-	vx       *vxlan.Backend
-	speaker  *bgp.Speaker
+	vx       *vxlan.Backend // set once under mu (BGPPeers and VXLANStatus read it from elsewhere)
+	speaker  *bgp.Speaker   // set once under mu
 	routes   *blockRoutes
 
 	published map[string]string // what this node publishes on its Node
@@ -135,6 +135,30 @@ func (n *Network) setReady(err error) {
 	n.mu.Lock()
 	n.readyErr = err
 	n.mu.Unlock()
+}
+
+// BGPPeers reports the node's BGP sessions: none unless the network runs in bgp mode and
+// its speaker has started.
+func (n *Network) BGPPeers(ctx context.Context) ([]bgp.PeerState, error) {
+	n.mu.Lock()
+	sp := n.speaker
+	n.mu.Unlock()
+	if sp == nil {
+		return nil, nil
+	}
+	return sp.Peers(ctx)
+}
+
+// VXLANStatus reports what the VXLAN dataplane last programmed; ok is false unless the
+// network runs a VTEP that has synced once.
+func (n *Network) VXLANStatus() (st vxlan.Status, ok bool) {
+	n.mu.Lock()
+	vx := n.vx
+	n.mu.Unlock()
+	if vx == nil {
+		return vxlan.Status{}, false
+	}
+	return vx.Status()
 }
 
 // Start finds the node's underlay, loads its blocks, brings up the VTEP or the BGP speaker
@@ -233,13 +257,16 @@ func (n *Network) startVXLAN(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.vx, err = vxlan.New(h, vxlan.Config{
+	vx, err := vxlan.New(h, vxlan.Config{
 		VNI: n.s.VNI, Port: n.s.Port, Underlay: n.underlay.Attrs().Name, LocalIP: n.nodeIP, Addr: addr,
 		CrossSubnet: n.s.Mode == ModeVXLANCrossSubnet,
 	}, n.log)
 	if err != nil {
 		return err
 	}
+	n.mu.Lock()
+	n.vx = vx
+	n.mu.Unlock()
 	mac, err := n.vx.Ensure()
 	if err != nil {
 		return fmt.Errorf("bring up the VTEP: %w", err)
@@ -263,7 +290,7 @@ func (n *Network) startBGP(ctx context.Context) error {
 		peers = append(peers, bgp.Peer{Address: p.Address, ASN: p.ASN, Port: p.Port, Password: p.Password})
 	}
 	n.routes = newBlockRoutes(bgp.NewKernelRoutes(h, n.log), n.s.ClusterCIDR)
-	n.speaker, err = bgp.New(bgp.Config{
+	speaker, err := bgp.New(bgp.Config{
 		ASN: n.s.ASN, RouterID: n.nodeIP, ListenPort: n.s.ListenPort, Peers: peers,
 		// Peers are nodes and routers of the same data centre: retry a lost session within
 		// seconds, not GoBGP's default half minute.
@@ -272,6 +299,9 @@ func (n *Network) startBGP(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.mu.Lock()
+	n.speaker = speaker
+	n.mu.Unlock()
 	// Advertise and peer before starting: a peer that kept this node's routes through a
 	// restart drops, at End-of-RIB, whatever the restarted node has not sent again.
 	if err := n.syncBGP(ctx, n.snapshot()); err != nil {

@@ -55,7 +55,9 @@ type Engine struct {
 	host  *Applier
 	hostC SetCache
 	pods  map[PodKey]*podPoint
-	stats Stats
+	// statsMu guards stats, so that Stats never waits behind a sync that runs nft.
+	statsMu sync.Mutex
+	stats   Stats
 	// retry is signalled when a sync left an enforcement point unwritten that no caller
 	// was told of; Run tries again a second later.
 	retry chan struct{}
@@ -69,16 +71,26 @@ type podPoint struct {
 	applied *NftTable
 }
 
-// Stats says what the engine did last.
+// Stats says what the engine did, in total and last.
 type Stats struct {
-	Syncs       int
+	// Syncs counts the syncs (compile, render, apply); Failures those that left an
+	// enforcement point unwritten. SyncTime is the time all of them took.
+	Syncs, Failures int
+	SyncTime        time.Duration
+	// LastSync is how long the last sync took, LastSyncEnd when it ended, and LastError
+	// what it could not write ("" when it wrote everything).
 	LastSync    time.Duration
-	LastError   string
-	Repairs     int
-	HostRules   int
-	LocalPods   int
-	PodTables   int
 	LastSyncEnd time.Time
+	LastError   string
+	// Repairs counts the tables rewritten because the kernel's had drifted from them.
+	Repairs int
+	// HostRules counts the rules of the node's table, PodRules those of the pods' own
+	// tables (secondary interfaces) as last applied.
+	HostRules, PodRules int
+	// LocalPods counts the pods of this node the engine enforces for, PodTables those that
+	// have a table in their own network namespace.
+	LocalPods int
+	PodTables int
 }
 
 // NewEngine returns an engine for node that runs the nft binary at nftPath. The node's own
@@ -172,10 +184,10 @@ func (e *Engine) Run(ctx context.Context, verifyEvery time.Duration) {
 	}
 }
 
-// Stats returns what the engine did last.
+// Stats returns what the engine did. It does not wait for a sync in progress.
 func (e *Engine) Stats() Stats {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.statsMu.Lock()
+	defer e.statsMu.Unlock()
 	return e.stats
 }
 
@@ -186,16 +198,22 @@ func (e *Engine) repair(ctx context.Context) {
 	if err := e.host.Verify(ctx); err != nil {
 		e.log.Warn("node rules changed outside loomd; rewriting them", "error", err)
 		e.host.Reset()
-		e.stats.Repairs++
+		e.repaired()
 	}
 	for key, pt := range e.pods {
 		if err := pt.applier.Verify(ctx); err != nil {
 			e.log.Warn("pod rules changed outside loomd; rewriting them", "namespace", key.Namespace, "pod", key.Name, "error", err)
 			pt.applier.Reset()
 			pt.applied = nil
-			e.stats.Repairs++
+			e.repaired()
 		}
 	}
+}
+
+func (e *Engine) repaired() {
+	e.statsMu.Lock()
+	e.stats.Repairs++
+	e.statsMu.Unlock()
 }
 
 // syncResult is what one sync could not write: the node's table, and pods' tables.
@@ -246,21 +264,41 @@ func (e *Engine) sync(ctx context.Context) syncResult {
 			delete(e.pods, key)
 		}
 	}
-	e.stats.Syncs++
-	e.stats.LastSync = time.Since(start)
-	e.stats.LastSyncEnd = time.Now()
-	e.stats.LocalPods = len(e.local)
-	e.stats.PodTables = len(e.pods)
-	e.stats.HostRules = ruleCount(host)
-	e.stats.LastError = ""
-	if err := res.err(); err != nil {
-		e.stats.LastError = err.Error()
+	err := res.err()
+	e.recordSync(time.Since(start), ruleCount(host), err)
+	if err != nil {
 		select {
 		case e.retry <- struct{}{}:
 		default:
 		}
 	}
 	return res
+}
+
+// recordSync updates the stats after a sync that took took, applied hostRules to the node's
+// table and failed with err. The caller holds e.mu.
+func (e *Engine) recordSync(took time.Duration, hostRules int, err error) {
+	podRules := 0
+	for _, pt := range e.pods {
+		if pt.applied != nil {
+			podRules += ruleCount(*pt.applied)
+		}
+	}
+	e.statsMu.Lock()
+	defer e.statsMu.Unlock()
+	st := &e.stats
+	st.Syncs++
+	st.SyncTime += took
+	st.LastSync = took
+	st.LastSyncEnd = time.Now()
+	st.LocalPods = len(e.local)
+	st.PodTables = len(e.pods)
+	st.HostRules, st.PodRules = hostRules, podRules
+	st.LastError = ""
+	if err != nil {
+		st.Failures++
+		st.LastError = err.Error()
+	}
 }
 
 // forgetVanished drops the local pods whose network namespace no longer exists. The caller

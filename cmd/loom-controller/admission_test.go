@@ -13,6 +13,8 @@ import (
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadlisters "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/listers/k8s.cni.cncf.io/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/loom-cni/loom/delegate/npwg"
+	"github.com/loom-cni/loom/metrics"
 	"github.com/loom-cni/loom/tenants"
 )
 
@@ -201,6 +204,70 @@ type verdict struct {
 	says []string
 }
 
+// decision is how the webhook's metrics count the verdict.
+func (v verdict) decision() string {
+	switch v.code {
+	case 0:
+		return metrics.DecisionAllowed
+	case http.StatusServiceUnavailable:
+		return metrics.DecisionError
+	}
+	return metrics.DecisionDenied
+}
+
+// decisionCounter gives a webhook handler its metrics and reads back what they counted.
+type decisionCounter struct {
+	reg *prometheus.Registry
+	m   *metrics.Controller
+}
+
+func newDecisionCounter() decisionCounter {
+	reg := prometheus.NewRegistry()
+	return decisionCounter{reg: reg, m: metrics.NewController(reg)}
+}
+
+// check fails the test unless the decisions counted are want, by "kind/decision", and a
+// duration was observed for each.
+func (d decisionCounter) check(t *testing.T, want map[string]int) {
+	t.Helper()
+	mfs, err := d.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, observed := map[string]int{}, 0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "loom_webhook_decisions_total":
+				if v := int(m.GetCounter().GetValue()); v > 0 {
+					got[label(m, "kind")+"/"+label(m, "decision")] = v
+				}
+			case "loom_webhook_request_duration_seconds":
+				observed += int(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	total := 0
+	for k, n := range want {
+		total += n
+		if got[k] != n {
+			t.Errorf("decisions %s: got %d, want %d (all: %v)", k, got[k], n, got)
+		}
+	}
+	if len(got) != len(want) || observed != total {
+		t.Errorf("decisions: got %v and %d durations, want %v", got, observed, want)
+	}
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
 func (v verdict) check(t *testing.T, resp *admissionv1.AdmissionResponse) {
 	t.Helper()
 	if v.code == 0 {
@@ -223,7 +290,9 @@ func (v verdict) check(t *testing.T, resp *admissionv1.AdmissionResponse) {
 }
 
 func TestAdmitPod(t *testing.T) {
-	h := webhookHandler(fixtureAdmission(t), slog.New(slog.DiscardHandler))
+	counter := newDecisionCounter()
+	want := map[string]int{}
+	h := webhookHandler(fixtureAdmission(t), counter.m, slog.New(slog.DiscardHandler))
 	for _, tc := range []struct {
 		name string
 		op   admissionv1.Operation
@@ -270,11 +339,15 @@ func TestAdmitPod(t *testing.T) {
 			}
 			tc.want.check(t, post(t, h, pathPods, reviewOf(t, podKind, op, tc.pod.Namespace, tc.pod)))
 		})
+		want[metrics.KindPod+"/"+tc.want.decision()]++
 	}
+	counter.check(t, want)
 }
 
 func TestAdmitNAD(t *testing.T) {
-	h := webhookHandler(fixtureAdmission(t), slog.New(slog.DiscardHandler))
+	counter := newDecisionCounter()
+	want := map[string]int{}
+	h := webhookHandler(fixtureAdmission(t), counter.m, slog.New(slog.DiscardHandler))
 	for _, tc := range []struct {
 		name string
 		op   admissionv1.Operation
@@ -306,11 +379,15 @@ func TestAdmitNAD(t *testing.T) {
 			}
 			tc.want.check(t, post(t, h, pathNADs, reviewOf(t, nadKind, op, tc.nad.Namespace, tc.nad)))
 		})
+		want[metrics.KindNAD+"/"+tc.want.decision()]++
 	}
+	counter.check(t, want)
 }
 
 func TestAdmitTenant(t *testing.T) {
-	h := webhookHandler(fixtureAdmission(t), slog.New(slog.DiscardHandler))
+	counter := newDecisionCounter()
+	want := map[string]int{}
+	h := webhookHandler(fixtureAdmission(t), counter.m, slog.New(slog.DiscardHandler))
 	for _, tc := range []struct {
 		name   string
 		tenant *tenants.Object
@@ -330,11 +407,14 @@ func TestAdmitTenant(t *testing.T) {
 			}
 			tc.want.check(t, post(t, h, pathTenants, reviewOf(t, tenantKind, admissionv1.Create, "", u)))
 		})
+		want[metrics.KindTenant+"/"+tc.want.decision()]++
 	}
+	counter.check(t, want)
 }
 
 func TestReviewHandlerRefusesWhatIsNoReview(t *testing.T) {
-	h := webhookHandler(fixtureAdmission(t), slog.New(slog.DiscardHandler))
+	counter := newDecisionCounter()
+	h := webhookHandler(fixtureAdmission(t), counter.m, slog.New(slog.DiscardHandler))
 	for _, tc := range []struct {
 		name, method, path, contentType, body string
 		code                                  int
@@ -355,4 +435,6 @@ func TestReviewHandlerRefusesWhatIsNoReview(t *testing.T) {
 			}
 		})
 	}
+	// What reached the pods' handler and was no review is an error; the mux refused the rest.
+	counter.check(t, map[string]int{metrics.KindPod + "/" + metrics.DecisionError: 3})
 }

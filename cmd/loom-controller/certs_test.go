@@ -278,7 +278,7 @@ func TestWebhookServesOverTLSAndReloads(t *testing.T) {
 	if _, err := keeper.ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := listenWebhook("127.0.0.1:0", webhookHandler(fixtureAdmission(t), slog.New(slog.DiscardHandler)), keeper.getCertificate, slog.New(slog.DiscardHandler))
+	srv, err := listenWebhook("127.0.0.1:0", webhookHandler(fixtureAdmission(t), newDecisionCounter().m, slog.New(slog.DiscardHandler)), keeper.getCertificate, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

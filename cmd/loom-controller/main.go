@@ -38,6 +38,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/loom-cni/loom/metrics"
 )
 
 type options struct {
@@ -59,7 +61,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster configuration")
-	flag.StringVar(&o.healthAddress, "health-address", ":9466", "address of /healthz; empty disables it")
+	flag.StringVar(&o.healthAddress, "health-address", ":9466", "address of /healthz and /metrics; empty disables them")
 	flag.StringVar(&o.leaseNamespace, "lease-namespace", "kube-system", "namespace of the leader election Lease")
 	flag.StringVar(&o.leaseName, "lease-name", "loom-controller", "name of the leader election Lease")
 	flag.DurationVar(&o.interval, "interval", 30*time.Second, "how often the leader reconciles address blocks")
@@ -130,8 +132,10 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	identity = fmt.Sprintf("%s_%d", identity, os.Getpid())
 
+	reg := metrics.NewRegistry()
+	m := metrics.NewController(reg)
 	if o.healthAddress != "" {
-		srv := &http.Server{Addr: o.healthAddress, Handler: healthz(), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Addr: o.healthAddress, Handler: healthz(metrics.Handler(reg, log)), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("health server", "error", err)
@@ -147,7 +151,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	caches := newClusterCaches(kube, dyn, cs.nads, log)
 	caches.start(ctx)
 	if o.webhookAddress != "" {
-		if err := startWebhook(ctx, cancel, o, kube, caches, log); err != nil {
+		if err := startWebhook(ctx, cancel, o, kube, caches, m, log); err != nil {
 			return err
 		}
 	}
@@ -157,8 +161,8 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
 	}
-	rec := newReclaimer(kube, dyn, o.interval, o.grace, log)
-	status := &tenantStatusController{caches: caches, kube: kube, dyn: dyn, interval: o.interval, log: log}
+	rec := newReclaimer(kube, dyn, o.interval, o.grace, m, log)
+	status := &tenantStatusController{caches: caches, kube: kube, dyn: dyn, interval: o.interval, metrics: m, log: log}
 	policies := newPolicyEvents(kube, dyn, log)
 	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
 		Lock:            lock,
@@ -170,13 +174,17 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {
 				log.Info("leading", "identity", identity)
+				m.SetLeader(true)
 				var wg sync.WaitGroup
 				wg.Go(func() { rec.run(ctx) })
 				wg.Go(func() { status.run(ctx) })
 				wg.Go(func() { policies.run(ctx) })
 				wg.Wait()
 			},
-			OnStoppedLeading: func() { log.Info("no longer leading", "identity", identity) },
+			OnStoppedLeading: func() {
+				m.SetLeader(false)
+				log.Info("no longer leading", "identity", identity)
+			},
 		},
 	})
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
@@ -188,7 +196,8 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 // startWebhook makes sure of the webhook's certificate, starts serving the webhook and keeps
 // the certificate and the ValidatingWebhookConfiguration current in the background. If the
 // server fails, it cancels ctx with the reason.
-func startWebhook(ctx context.Context, cancel context.CancelCauseFunc, o options, kube kubernetes.Interface, caches *clusterCaches, log *slog.Logger) error {
+func startWebhook(ctx context.Context, cancel context.CancelCauseFunc, o options, kube kubernetes.Interface, caches *clusterCaches,
+	m *metrics.Controller, log *slog.Logger) error {
 	ep, err := parseEndpoint(o.webhookURL, o.webhookService)
 	if err != nil {
 		return err
@@ -217,7 +226,7 @@ func startWebhook(ctx context.Context, cancel context.CancelCauseFunc, o options
 		}
 	}
 	a := &admission{dirs: caches, nads: caches.nads, log: log}
-	srv, err := listenWebhook(o.webhookAddress, webhookHandler(a, log), keeper.getCertificate, log)
+	srv, err := listenWebhook(o.webhookAddress, webhookHandler(a, m, log), keeper.getCertificate, log)
 	if err != nil {
 		return err
 	}
@@ -238,8 +247,10 @@ func startWebhook(ctx context.Context, cancel context.CancelCauseFunc, o options
 	return nil
 }
 
-func healthz() http.Handler {
+// healthz serves /healthz and, with metricsHandler, the metrics.
+func healthz(metricsHandler http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET "+metrics.Path, metricsHandler)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	return mux
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/loom-cni/loom/fabric/ipam"
+	"github.com/loom-cni/loom/metrics"
 )
 
 // reclaimer returns to the pool what deleted nodes and pods still hold, while this replica
@@ -23,11 +24,12 @@ type reclaimer struct {
 	store    ipam.Store
 	interval time.Duration
 	grace    time.Duration
+	metrics  *metrics.Controller
 	log      *slog.Logger
 }
 
-func newReclaimer(kube kubernetes.Interface, dyn dynamic.Interface, interval, grace time.Duration, log *slog.Logger) *reclaimer {
-	return &reclaimer{kube: kube, dyn: dyn, store: ipam.NewKubeStore(dyn), interval: interval, grace: grace, log: log}
+func newReclaimer(kube kubernetes.Interface, dyn dynamic.Interface, interval, grace time.Duration, m *metrics.Controller, log *slog.Logger) *reclaimer {
+	return &reclaimer{kube: kube, dyn: dyn, store: ipam.NewKubeStore(dyn), interval: interval, grace: grace, metrics: m, log: log}
 }
 
 // run reconciles on every Node deletion and every interval until ctx ends.
@@ -89,6 +91,11 @@ func (r *reclaimer) reconcile(ctx context.Context, nodeStore, podStore, blockSto
 		return
 	}
 	done, err := ipam.Apply(ctx, r.store, plan)
+	released := 0
+	for _, rel := range done.Releases {
+		released += len(rel.Allocations)
+	}
+	r.metrics.Reclaimed(len(done.DeleteBlocks), released, err)
 	if !done.Empty() {
 		r.log.Info("reclaimed addresses", "done", done.String())
 	}

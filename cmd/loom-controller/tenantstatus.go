@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/loom-cni/loom/metrics"
 	"github.com/loom-cni/loom/tenants"
 )
 
@@ -126,6 +127,7 @@ type tenantStatusController struct {
 	kube     kubernetes.Interface
 	dyn      dynamic.Interface
 	interval time.Duration
+	metrics  *metrics.Controller
 	log      *slog.Logger
 }
 
@@ -172,7 +174,7 @@ func (c *tenantStatusController) run(ctx context.Context) {
 	b := record.NewBroadcaster(record.WithContext(ctx))
 	defer b.Shutdown()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
-	w := &statusWriter{caches: c.caches, pods: pods.GetIndexer(), dyn: c.dyn,
+	w := &statusWriter{caches: c.caches, pods: pods.GetIndexer(), dyn: c.dyn, metrics: c.metrics,
 		events: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "loom-controller"}), log: c.log}
 
 	go func() {
@@ -222,11 +224,12 @@ func (c *tenantStatusController) next(ctx context.Context, queue workqueue.Typed
 
 // statusWriter computes and writes one Tenant's status.
 type statusWriter struct {
-	caches *clusterCaches
-	pods   cache.Indexer
-	dyn    dynamic.Interface
-	events record.EventRecorder
-	log    *slog.Logger
+	caches  *clusterCaches
+	pods    cache.Indexer
+	dyn     dynamic.Interface
+	events  record.EventRecorder
+	metrics *metrics.Controller
+	log     *slog.Logger
 }
 
 func (w *statusWriter) write(ctx context.Context, name tenants.Name) error {
@@ -248,7 +251,9 @@ func (w *statusWriter) write(ctx context.Context, name tenants.Name) error {
 	if err != nil {
 		return err
 	}
-	if _, err = w.dyn.Resource(tenants.GVR).UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+	_, err = w.dyn.Resource(tenants.GVR).UpdateStatus(ctx, u, metav1.UpdateOptions{})
+	w.metrics.TenantStatusWritten(err)
+	if err != nil {
 		return fmt.Errorf("update status of Tenant %s: %w", name, err)
 	}
 	w.log.Debug("tenant status updated", "tenant", string(name), "namespaces", len(st.Namespaces), "pods", st.Pods, "addresses", st.Addresses)

@@ -20,6 +20,8 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/loom-cni/loom/metrics"
 )
 
 // maxReviewBytes bounds an AdmissionReview: it carries the object and, on UPDATE, its old
@@ -29,10 +31,13 @@ const maxReviewBytes = 7 << 20
 // admitFunc decides one admission request.
 type admitFunc func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse
 
-// reviewHandler serves AdmissionReviews (admission.k8s.io/v1) with admit.
-func reviewHandler(admit admitFunc, log *slog.Logger) http.Handler {
+// reviewHandler serves AdmissionReviews (admission.k8s.io/v1) of kind with admit, and counts
+// each decision in m.
+func reviewHandler(kind string, admit admitFunc, m *metrics.Controller, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			m.WebhookDecision(kind, metrics.DecisionError, time.Since(start))
 			http.Error(w, "want Content-Type application/json", http.StatusUnsupportedMediaType)
 			return
 		}
@@ -40,14 +45,17 @@ func reviewHandler(admit admitFunc, log *slog.Logger) http.Handler {
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxReviewBytes))
 		if err := dec.Decode(&review); err != nil {
 			log.Warn("unreadable admission review", "path", r.URL.Path, "error", err)
+			m.WebhookDecision(kind, metrics.DecisionError, time.Since(start))
 			http.Error(w, fmt.Sprintf("decode AdmissionReview: %v", err), http.StatusBadRequest)
 			return
 		}
 		if review.Request == nil {
+			m.WebhookDecision(kind, metrics.DecisionError, time.Since(start))
 			http.Error(w, "decode AdmissionReview: no request", http.StatusBadRequest)
 			return
 		}
 		resp := admit(r.Context(), review.Request)
+		m.WebhookDecision(kind, decision(resp), time.Since(start))
 		resp.UID = review.Request.UID
 		out := admissionv1.AdmissionReview{
 			TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
@@ -60,12 +68,24 @@ func reviewHandler(admit admitFunc, log *slog.Logger) http.Handler {
 	})
 }
 
+// decision is how metrics name resp: a refusal because the webhook could not decide (503)
+// is an error, not a denial.
+func decision(resp *admissionv1.AdmissionResponse) string {
+	switch {
+	case resp.Allowed:
+		return metrics.DecisionAllowed
+	case resp.Result != nil && resp.Result.Code == http.StatusServiceUnavailable:
+		return metrics.DecisionError
+	}
+	return metrics.DecisionDenied
+}
+
 // webhookHandler routes each kind's path to its decision.
-func webhookHandler(a *admission, log *slog.Logger) http.Handler {
+func webhookHandler(a *admission, m *metrics.Controller, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST "+pathPods, reviewHandler(a.pod, log))
-	mux.Handle("POST "+pathNADs, reviewHandler(a.nad, log))
-	mux.Handle("POST "+pathTenants, reviewHandler(a.tenant, log))
+	mux.Handle("POST "+pathPods, reviewHandler(metrics.KindPod, a.pod, m, log))
+	mux.Handle("POST "+pathNADs, reviewHandler(metrics.KindNAD, a.nad, m, log))
+	mux.Handle("POST "+pathTenants, reviewHandler(metrics.KindTenant, a.tenant, m, log))
 	return mux
 }
 

@@ -37,6 +37,7 @@ import (
 	"github.com/loom-cni/loom/delegate/npwg"
 	"github.com/loom-cni/loom/fabric"
 	"github.com/loom-cni/loom/fabric/ipam"
+	"github.com/loom-cni/loom/metrics"
 	"github.com/loom-cni/loom/sriov/attach"
 	"github.com/loom-cni/loom/sriov/podresources"
 )
@@ -103,9 +104,10 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 		return fmt.Errorf("dynamic client: %w", err)
 	}
 	alloc := ipam.NewAllocator(ipam.NewKubeStore(dyn), cfg.NodeName, log, time.Now)
+	vfAtt := vfAttachment(cfg, log)
 	kinds := map[string]delegate.Attachment{
 		delegate.KindCNI: exec.New([]string{cfg.CNIBinDir}, cfg.CNICacheDir, nil),
-		attach.Kind:      vfAttachment(cfg, log),
+		attach.Kind:      vfAtt,
 	}
 	var primary *fabric.Network
 	var settings fabric.Settings
@@ -117,7 +119,10 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 		primary = fabric.NewNetwork(settings, cfg.NodeName, kube, dyn, alloc, log)
 		kinds[fabric.Kind] = primary.Attachment()
 	}
+	reg := metrics.NewRegistry()
+	cniMetrics := metrics.NewCNI(reg)
 	orch := delegate.NewOrchestrator(ledger, kinds, log)
+	orch.SetObserver(cniMetrics)
 	cluster := daemon.NewCluster(kube, nads, cfg.NodeName, cfg.PodWait.Duration, log)
 	resolver, err := npwg.NewResolver(npwg.Config{
 		NADs:               cluster,
@@ -147,16 +152,17 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	}
 	fab := &fabricState{}
 	go reconcileAddresses(ctx, alloc, orch, fab, log)
+	registerCollectors(reg, ledger, alloc, primary, settings, pol, vfs, vfAtt)
 
 	listener, err := cniserver.Listen(cfg.Socket)
 	if err != nil {
 		return err
 	}
 	cniSrv := cniserver.NewServer(cniserver.Mux{
-		"":                   svc,
+		"":                   cniMetrics.Handler(svc),
 		cniserver.PluginIPAM: daemon.NewIPAMService(alloc, fab.loadedErr, log),
 	})
-	healthSrv := &http.Server{Addr: cfg.HealthAddress, Handler: health(svc), ReadHeaderTimeout: 5 * time.Second}
+	healthSrv := &http.Server{Addr: cfg.HealthAddress, Handler: health(svc, metrics.Handler(reg, log)), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if ferr := startFabric(ctx, alloc, primary, fab, log); ferr != nil {
 			errc <- ferr
@@ -249,8 +255,10 @@ func readiness(cluster *daemon.Cluster, resolver *npwg.Resolver, fab *fabricStat
 	return nil
 }
 
-func health(svc *daemon.Service) http.Handler {
+// health serves /healthz, /readyz and, with metricsHandler, the metrics.
+func health(svc *daemon.Service, metricsHandler http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET "+metrics.Path, metricsHandler)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !svc.Ready() {

@@ -23,6 +23,8 @@ import (
 // policyState tells readiness whether the engine has written the node's rules: a node must
 // not start pods before the rules of the pods it already runs are back.
 type policyState struct {
+	engine *policy.Engine
+
 	mu       sync.Mutex
 	restored bool
 	lastErr  error
@@ -63,7 +65,7 @@ func startPolicy(ctx context.Context, cfg daemon.Config, settings fabric.Setting
 		primary.SetPoolFor(tenantPools(src.Directory, settings.ClusterCIDR))
 	}
 	svc.SetPolicy(daemon.NewTenancy(src.Directory, cluster), engine)
-	state := &policyState{}
+	state := &policyState{engine: engine}
 	go src.Run(ctx.Done())
 	go func() {
 		tick := time.NewTicker(100 * time.Millisecond)

@@ -27,6 +27,14 @@ type netConfig struct {
 	types []string
 }
 
+// plugin is the type of the first plugin, the one that makes the interface.
+func (c netConfig) plugin() string {
+	if len(c.types) == 0 {
+		return ""
+	}
+	return c.types[0]
+}
+
 // loadNetConfig turns the text of a NAD's spec.config or of a configuration file into a
 // netConfig. raw may be a single plugin configuration ("type") or a list ("plugins"); name is
 // injected when the configuration has none, cniVersion when it declares no version at all.

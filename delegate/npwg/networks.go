@@ -23,6 +23,6 @@ func (r *Resolver) NetworkSpec(nad *nadv1.NetworkAttachmentDefinition) (delegate
 	if err != nil {
 		return delegate.Spec{}, err
 	}
-	s.Config = conf.bytes
+	s.Config, s.Plugin = conf.bytes, conf.plugin()
 	return s, nil
 }

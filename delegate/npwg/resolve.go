@@ -261,6 +261,7 @@ func (r *Resolver) spec(podRef string, a attachment, runtimeConfig map[string]an
 		return delegate.Spec{}, err
 	}
 	s.Config = conf.bytes
+	s.Plugin = conf.plugin()
 	if len(conf.types) == 1 && r.inProcess[conf.types[0]] {
 		s.Kind = conf.types[0]
 	}

@@ -24,6 +24,10 @@ func (c *Cluster) controllerHealthAddress() string {
 	return net.JoinHostPort(c.st.APIServerIP, controllerHealthPort)
 }
 
+// ControllerHealthAddress is where loom-controller serves /healthz and /metrics, reachable
+// from the root network namespace (and from the nodes).
+func (c *Cluster) ControllerHealthAddress() string { return c.controllerHealthAddress() }
+
 func (c *Cluster) controllerWebhookAddress() string {
 	return net.JoinHostPort(c.st.APIServerIP, controllerWebhookPort)
 }

@@ -58,11 +58,20 @@ type block struct {
 	prefix netip.Prefix
 
 	mu   sync.Mutex
-	obj  IPBlock // the last version read or written
+	obj  IPBlock // the last version read or written; set it with setObj
 	gone bool    // deleted, or taken over by another node
+	// allocated is len(obj.Spec.Allocations), readable without mu: Usage must not wait
+	// for a write to the API server.
+	allocated atomic.Int64
 	// seq counts the changes of obj by writes, so that a List that started after the last
 	// of them may replace obj and one that did not is ignored.
 	seq atomic.Uint64
+}
+
+// setObj makes obj the block's last known version, with b.mu held (or b not yet shared).
+func (b *block) setObj(obj IPBlock) {
+	b.obj = obj
+	b.allocated.Store(int64(len(obj.Spec.Allocations)))
 }
 
 // NewAllocator returns the allocator of node, keeping blocks in store. A nil log discards
@@ -238,7 +247,8 @@ type PoolUsage struct {
 	InUse int
 }
 
-// Usage returns the node's use of each pool it holds blocks of, sorted by pool name.
+// Usage returns the node's use of each pool it holds blocks of, sorted by pool name. It does
+// not wait for writes in progress: metrics call it.
 func (a *Allocator) Usage() []PoolUsage {
 	byPool := map[string]*PoolUsage{}
 	for _, b := range a.snapshot(nil) {
@@ -247,11 +257,9 @@ func (a *Allocator) Usage() []PoolUsage {
 			u = &PoolUsage{Pool: b.pool}
 			byPool[b.pool] = u
 		}
-		b.mu.Lock()
 		u.Blocks++
 		u.Addresses += 1 << (32 - b.prefix.Bits())
-		u.InUse += len(b.obj.Spec.Allocations)
-		b.mu.Unlock()
+		u.InUse += int(b.allocated.Load())
 	}
 	out := make([]PoolUsage, 0, len(byPool))
 	for _, u := range byPool {
@@ -314,7 +322,7 @@ func (a *Allocator) update(ctx context.Context, b *block, next IPBlock, attempt 
 	stored, err := a.store.Update(ctx, next)
 	switch {
 	case err == nil:
-		b.obj = stored
+		b.setObj(stored)
 		b.seq.Add(1)
 		return nil
 	case apierrors.IsNotFound(err):
@@ -336,7 +344,7 @@ func (a *Allocator) update(ctx context.Context, b *block, next IPBlock, attempt 
 		a.forget(b, "taken over by node "+fresh.Spec.Node)
 		return errGone
 	}
-	b.obj = fresh
+	b.setObj(fresh)
 	b.seq.Add(1)
 	return errStale
 }
@@ -353,7 +361,8 @@ func (a *Allocator) observe(obj IPBlock, seqs map[string]uint64) *block {
 	a.mu.Lock()
 	b := a.blocks[obj.Name]
 	if b == nil {
-		b = &block{name: obj.Name, pool: obj.Spec.Pool, prefix: prefix.Masked(), obj: obj}
+		b = &block{name: obj.Name, pool: obj.Spec.Pool, prefix: prefix.Masked()}
+		b.setObj(obj)
 		a.blocks[obj.Name] = b
 		a.mu.Unlock()
 		return b
@@ -361,7 +370,7 @@ func (a *Allocator) observe(obj IPBlock, seqs map[string]uint64) *block {
 	a.mu.Unlock()
 	b.mu.Lock()
 	if seq, ok := seqs[obj.Name]; seqs == nil || ok && !b.gone && b.seq.Load() == seq {
-		b.obj = obj
+		b.setObj(obj)
 	}
 	b.mu.Unlock()
 	return b

@@ -24,8 +24,14 @@ func TestOverlay(t *testing.T) {
 	n2 := u.node(t, "br0", "198.51.100.2/24", "10.99.2.0/26", false, "")
 	n3 := u.node(t, "br0", "198.51.100.3/24", "10.99.3.0/26", false, "")
 	nodes := []*testNode{n1, n2, n3}
+	if _, ok := n1.b.Status(); ok {
+		t.Errorf("Status before the first Sync: ok")
+	}
 	for _, n := range nodes {
 		must(t, n.b.Sync(peersOf(n, nodes...)), "sync %s", n.name)
+	}
+	if st, ok := n1.b.Status(); !ok || st != (Status{Peers: 2, Routes: 2}) {
+		t.Errorf("Status of node 1: got %+v (ok %v), want 2 peers and 2 routes", st, ok)
 	}
 	for _, pair := range [][2]*testNode{{n1, n2}, {n1, n3}, {n2, n1}, {n3, n2}} {
 		must(t, ping(pair[0], pair[1]), "overlay")

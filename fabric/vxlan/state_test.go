@@ -184,3 +184,41 @@ func pfx(ss ...string) []netip.Prefix {
 	}
 	return ps
 }
+
+func TestStatus(t *testing.T) {
+	cross := testLocal
+	cross.subnet = netip.MustParsePrefix("198.51.100.0/24")
+	tests := []struct {
+		name  string
+		local local
+		peers []Peer
+		want  Status
+	}{{
+		name:  "vxlan peers",
+		local: testLocal,
+		peers: []Peer{peer("b", 2, "10.99.2.0/26", "10.99.9.0/26"), peer("c", 3, "10.99.3.0/26"), peer("d", 4)},
+		want:  Status{Peers: 2, Routes: 3},
+	}, {
+		name:  "crosssubnet",
+		local: cross,
+		peers: []Peer{
+			{Node: "b", UnderlayIP: ip("198.51.100.2"), Blocks: pfx("10.99.2.0/26", "10.99.8.0/26")},
+			{Node: "c", UnderlayIP: ip("203.0.113.3"), VTEPMAC: vtepMAC(ip("203.0.113.3")),
+				VTEPAddr: ip("10.99.3.0"), Blocks: pfx("10.99.3.0/26")},
+		},
+		want: Status{Peers: 1, DirectPeers: 1, Routes: 1, DirectRoutes: 2},
+	}, {
+		name:  "rejected claims",
+		local: testLocal,
+		peers: []Peer{peer("b", 2, "10.99.2.0/26", "10.99.2.1/26"), peer("c", 2, "10.99.3.0/26")},
+		want:  Status{Peers: 1, Routes: 1, Rejected: 2},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, errs := desired(tc.peers, tc.local)
+			if got := s.status(tc.local, len(errs)); got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

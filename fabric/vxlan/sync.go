@@ -38,6 +38,8 @@ func (b *Backend) sync(peers []Peer) (plan, error) {
 		return plan{}, err
 	}
 	want, errs := desired(peers, l)
+	st := want.status(l, len(errs))
+	b.status.Store(&st)
 	have, err := b.observe(l.vtep)
 	if err != nil {
 		return plan{}, err

@@ -58,6 +58,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -172,6 +173,8 @@ type Backend struct {
 	mu     sync.Mutex
 	peers  []Peer // the argument of the last Sync, replayed by Run's repairs
 	synced bool   // whether Sync has been called, so that an empty peers is meaningful
+
+	status atomic.Pointer[Status] // what the last sync wanted, for Status
 }
 
 // New returns a Backend that programs the namespace h talks to, which cfg.Netns must name

@@ -459,6 +459,10 @@ func (a *Attachment) DeviceInfo(call delegate.Call, _ types.Result) (json.RawMes
 	})
 }
 
+// Claimed returns the PCI addresses of the VFs attached to a pod interface (those with a
+// claim), in no particular order. It reads one directory: metrics call it.
+func (a *Attachment) Claimed() ([]string, error) { return a.claims.list() }
+
 // config parses the call's network configuration and returns it with the MAC the interface
 // is to get: the pod's (runtimeConfig "mac", when the network declares the capability), else
 // the network's, else "".

@@ -52,9 +52,13 @@ func (p *Plugin) devices() []*pluginapi.Device {
 	return devices
 }
 
-// health judges a VF by its link; a DPDK VF has no netdev and counts as healthy.
+// Healthy says whether the plugin advertises vf as healthy: its link is up, or it is a DPDK
+// VF, which has no netdev to judge by.
+func Healthy(vf sriov.VF) bool { return vf.DPDK || vf.LinkUp }
+
+// health is Healthy in the kubelet's words.
 func health(vf sriov.VF) string {
-	if vf.DPDK || vf.LinkUp {
+	if Healthy(vf) {
 		return pluginapi.Healthy
 	}
 	return pluginapi.Unhealthy
