@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -223,6 +224,11 @@ func TestSRIOV(t *testing.T) {
 			out, err := exec.CommandContext(e.ctx, filepath.Join(c.Options().BinDir, "loomctl"), "status", "node1", "--dir", c.Dir()).CombinedOutput()
 			if err != nil {
 				t.Fatalf("loomctl status: %v\n%s", err, out)
+			}
+			// From node1's loomd: the policy engine's state and the VF held by v1.
+			loomdSays := regexp.MustCompile(`(?m)^  policy: \d+ pods, \d+ rules; last sync ok|^  ` + regexp.QuoteMeta(sim.SRIOVPoolA) + ` +attached +1$`)
+			if n := len(loomdSays.FindAllString(string(out), -1)); n != 2 {
+				t.Errorf("loomctl status node1 does not show loomd's policy state and one attached VF of %s:\n%s", sim.SRIOVPoolA, out)
 			}
 			for _, want := range []string{"primary network vxlan", "node2", e.ns + "/v1", "net1", e.ns + "/vf-a", a1[0], di.Pci.PciAddress, sim.SRIOVPoolA} {
 				if !strings.Contains(string(out), want) {

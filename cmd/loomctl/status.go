@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -36,6 +37,9 @@ type nodeView struct {
 	Blocks     []blockView    `json:"blocks"`
 	Pods       []podView      `json:"pods"`
 	Devices    []resourceView `json:"devices"`
+	// Loomd is what the node's loomd says of itself; LoomdUnread says why it was not read.
+	Loomd       *loomdState `json:"loomd,omitempty"`
+	LoomdUnread string      `json:"loomdUnread,omitempty"`
 }
 
 type vtepView struct {
@@ -81,7 +85,7 @@ type resourceView struct {
 }
 
 func newStatusCommand(getenv func(string) string) *cobra.Command {
-	var kubeconfig, dir, output string
+	var kubeconfig, dir, output, metricsURL string
 	cmd := &cobra.Command{
 		Use:   "status NODE",
 		Short: "Show a node's primary network, peers, address blocks, pods' attachments and SR-IOV pools",
@@ -90,7 +94,11 @@ network's mode and the node's VTEP, the other nodes its dataplane reaches (with 
 vxlan modes), the address blocks it owns and how full they are, every pod on it with each
 attachment's interface, network, addresses and device, and the device plugin resources (SR-IOV
 pools) the kubelet reports for it. It reads any cluster through --kubeconfig ($KUBECONFIG), or
-the simulated cluster of --dir.`,
+the simulated cluster of --dir.
+
+What only the node's loomd knows (the policy engine's last sync, BGP sessions, VFs by state)
+comes from its /metrics: read inside the node with --dir, else from --loomd-metrics, e.g.
+after kubectl -n kube-system port-forward pod/<the node's loomd pod> 9465.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rc, err := clusterConfig(kubeconfig, dir)
@@ -99,14 +107,17 @@ the simulated cluster of --dir.`,
 			}
 			mode := ""
 			if dir != "" {
-				c, err := sim.Open(dir)
-				if err != nil {
-					return err
+				c, oerr := sim.Open(dir)
+				if oerr != nil {
+					return oerr
 				}
 				mode = string(c.Options().Mode)
 			}
 			done := progressAfter(cmd.ErrOrStderr(), time.Second, "reading the node, its peers, blocks and pods…")
 			v, err := readNode(cmd.Context(), rc, args[0], mode)
+			if err == nil {
+				v.Loomd, v.LoomdUnread = readLoomdState(cmd.Context(), dir, metricsURL, args[0])
+			}
 			done()
 			if err != nil {
 				return err
@@ -123,7 +134,52 @@ the simulated cluster of --dir.`,
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig of the cluster ($KUBECONFIG)")
 	cmd.Flags().StringVar(&dir, "dir", "", "read the simulated cluster of this directory instead")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.Flags().StringVar(&metricsURL, "loomd-metrics", "", "URL of the node's loomd /metrics")
 	return cmd
+}
+
+// readLoomdState asks the node's loomd for its state, or says why it could not.
+func readLoomdState(ctx context.Context, dir, metricsURL, node string) (*loomdState, string) {
+	var text string
+	var err error
+	switch {
+	case metricsURL != "":
+		text, err = fetch(ctx, metricsURL)
+	case dir != "":
+		var c *sim.Cluster
+		if c, err = sim.Open(dir); err == nil {
+			text, err = simLoomdMetrics(ctx, c, node)
+		}
+	default:
+		return nil, "loomd serves it on the node's loopback: use --loomd-metrics"
+	}
+	if err == nil {
+		var st loomdState
+		if st, err = parseLoomdState(text); err == nil {
+			return &st, ""
+		}
+	}
+	return nil, err.Error()
+}
+
+// fetch GETs url and returns the body.
+func fetch(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(b), err
 }
 
 // loomdConfigMap is where the deployment keeps loomd's configuration, read for the mode.
@@ -297,6 +353,7 @@ func printNode(w io.Writer, v nodeView) {
 		rows = append(rows, []string{d.Resource, fmt.Sprint(d.Capacity), fmt.Sprint(d.Allocatable)})
 	}
 	section("device plugin resources", "RESOURCE\tCAPACITY\tALLOCATABLE", rows)
+	printLoomdState(w, v.Loomd, v.LoomdUnread)
 }
 
 func orDash(s string) string {

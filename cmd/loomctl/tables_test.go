@@ -96,9 +96,39 @@ func TestStatusTable(t *testing.T) {
 		},
 		Devices: []resourceView{{Resource: "loom.dev/sriov_net_a", Capacity: 4, Allocatable: 4}},
 	}
+	st, err := parseLoomdState(`# HELP loom_policy_pods pods
+# TYPE loom_policy_pods gauge
+loom_policy_pods 3
+# TYPE loom_policy_rules gauge
+loom_policy_rules{table="node"} 40
+loom_policy_rules{table="pod"} 12
+# TYPE loom_policy_last_sync_failed gauge
+loom_policy_last_sync_failed 0
+# TYPE loom_policy_last_sync_duration_seconds gauge
+loom_policy_last_sync_duration_seconds 0.0042
+# TYPE loom_policy_sync_errors_total counter
+loom_policy_sync_errors_total 2
+# TYPE loom_policy_repairs_total counter
+loom_policy_repairs_total 1
+# TYPE loom_bgp_sessions gauge
+loom_bgp_sessions{peer="198.18.1.254",state="established"} 1
+loom_bgp_sessions{peer="198.18.1.12",state="active"} 1
+# TYPE loom_bgp_received_routes gauge
+loom_bgp_received_routes{peer="198.18.1.254"} 7
+# TYPE loom_sriov_vfs gauge
+loom_sriov_vfs{pool="loom.dev/sriov_net_a",state="available"} 3
+loom_sriov_vfs{pool="loom.dev/sriov_net_a",state="attached"} 1
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Loomd = &st
 	var b bytes.Buffer
 	printNode(&b, v)
-	printNode(&b, nodeView{Node: "lonely", Mode: "bgp"})
+	printNode(&b, nodeView{Node: "lonely", Mode: "bgp", LoomdUnread: "loomd serves it on the node's loopback: use --loomd-metrics"})
+	if _, err := parseLoomdState("not metrics {"); err == nil {
+		t.Error("text that is not in the exposition format was read")
+	}
 	golden(t, "status.golden", b.Bytes())
 	if got := modeOf("primaryNetwork: {mode: bgp, clusterCIDR: 10.244.0.0/16}\n"); got != "bgp" {
 		t.Errorf("mode of a bgp configuration: %q", got)

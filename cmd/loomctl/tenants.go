@@ -124,9 +124,9 @@ func readTenants(ctx context.Context, rc *rest.Config) ([]tenantRow, error) {
 	var ts []tenants.Tenant
 	problems := map[tenants.Name][]string{}
 	for i := range tl.Items {
-		obj, err := tenants.FromUnstructured(&tl.Items[i])
-		if err != nil {
-			return nil, err
+		obj, cerr := tenants.FromUnstructured(&tl.Items[i])
+		if cerr != nil {
+			return nil, cerr
 		}
 		t, ps := tenants.Parse(obj)
 		ts = append(ts, t)
