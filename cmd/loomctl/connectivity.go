@@ -13,10 +13,7 @@ import (
 	"sync"
 	"time"
 
-	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/client/clientset/versioned"
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/loom-cni/loom/e2e/sim"
 	"github.com/loom-cni/loom/fabric"
@@ -91,19 +88,11 @@ simulated cluster of --dir.`,
 
 // connectivity reads the cluster, asks the policy for each pair's verdict and probes it.
 func connectivity(ctx context.Context, c *sim.Cluster, cidr netip.Prefix, namespaces []string, timeout time.Duration, progress io.Writer) ([]pairResult, error) {
-	rc := c.RESTConfig()
-	kube, err := kubernetes.NewForConfig(rc)
+	cs, err := newClients(c.RESTConfig())
 	if err != nil {
 		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
-	nads, err := nadclient.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
+	kube, dyn, nads := cs.kube, cs.dyn, cs.nads
 	src := policy.NewClusterSource(policy.SourceConfig{ClusterCIDR: cidr, HostAddressAnnotation: fabric.AnnotationVTEPAddr},
 		kube, dyn, nads, slog.New(slog.DiscardHandler))
 	stop := make(chan struct{})

@@ -17,8 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
@@ -85,7 +83,8 @@ type resourceView struct {
 }
 
 func newStatusCommand(getenv func(string) string) *cobra.Command {
-	var kubeconfig, dir, output, metricsURL string
+	var f clusterFlags
+	var metricsURL string
 	cmd := &cobra.Command{
 		Use:   "status NODE",
 		Short: "Show a node's primary network, peers, address blocks, pods' attachments and SR-IOV pools",
@@ -101,13 +100,13 @@ comes from its /metrics: read inside the node with --dir, else from --loomd-metr
 after kubectl -n kube-system port-forward pod/<the node's loomd pod> 9465.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rc, err := clusterConfig(kubeconfig, dir)
+			rc, err := clusterConfig(f.kubeconfig, f.dir)
 			if err != nil {
 				return err
 			}
 			mode := ""
-			if dir != "" {
-				c, oerr := sim.Open(dir)
+			if f.dir != "" {
+				c, oerr := sim.Open(f.dir)
 				if oerr != nil {
 					return oerr
 				}
@@ -116,24 +115,16 @@ after kubectl -n kube-system port-forward pod/<the node's loomd pod> 9465.`,
 			done := progressAfter(cmd.ErrOrStderr(), time.Second, "reading the node, its peers, blocks and pods…")
 			v, err := readNode(cmd.Context(), rc, args[0], mode)
 			if err == nil {
-				v.Loomd, v.LoomdUnread = readLoomdState(cmd.Context(), dir, metricsURL, args[0])
+				v.Loomd, v.LoomdUnread = readLoomdState(cmd.Context(), f.dir, metricsURL, args[0])
 			}
 			done()
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(v)
-			}
-			printNode(cmd.OutOrStdout(), v)
-			return nil
+			return f.write(cmd.OutOrStdout(), v, func(w io.Writer) { printNode(w, v) })
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig of the cluster ($KUBECONFIG)")
-	cmd.Flags().StringVar(&dir, "dir", "", "read the simulated cluster of this directory instead")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	f.add(cmd, getenv)
 	cmd.Flags().StringVar(&metricsURL, "loomd-metrics", "", "URL of the node's loomd /metrics")
 	return cmd
 }
@@ -188,14 +179,11 @@ const loomdConfigNamespace, loomdConfigMap = "kube-system", "loomd-config"
 // readNode reads what `loomctl status` shows. The mode is loomd's configuration's in the
 // deployment's ConfigMap, else mode.
 func readNode(ctx context.Context, rc *rest.Config, name, mode string) (nodeView, error) {
-	kube, err := kubernetes.NewForConfig(rc)
+	cs, err := newClients(rc)
 	if err != nil {
 		return nodeView{}, err
 	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nodeView{}, err
-	}
+	kube, dyn := cs.kube, cs.dyn
 	node, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nodeView{}, fmt.Errorf("node %s: %w", name, err)

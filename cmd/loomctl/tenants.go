@@ -41,7 +41,7 @@ type tenantRow struct {
 }
 
 func newTenantsCommand(getenv func(string) string) *cobra.Command {
-	var kubeconfig, dir, output string
+	var f clusterFlags
 	cmd := &cobra.Command{
 		Use:   "tenants",
 		Short: "Show each tenant's namespaces, pods, networks and addresses",
@@ -53,7 +53,7 @@ spec has parts Loom cannot use is shown with them. It reads any cluster through 
 ($KUBECONFIG), or the simulated cluster of --dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rc, err := clusterConfig(kubeconfig, dir)
+			rc, err := clusterConfig(f.kubeconfig, f.dir)
 			if err != nil {
 				return err
 			}
@@ -63,19 +63,58 @@ spec has parts Loom cannot use is shown with them. It reads any cluster through 
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
-			}
-			printTenants(cmd.OutOrStdout(), rows)
-			return nil
+			return f.write(cmd.OutOrStdout(), rows, func(w io.Writer) { printTenants(w, rows) })
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig of the cluster ($KUBECONFIG)")
-	cmd.Flags().StringVar(&dir, "dir", "", "read the simulated cluster of this directory instead")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	f.add(cmd, getenv)
 	return cmd
+}
+
+// clusterFlags are the flags of a command that reads a cluster: which one, and the output
+// format.
+type clusterFlags struct{ kubeconfig, dir, output string }
+
+func (f *clusterFlags) add(cmd *cobra.Command, getenv func(string) string) {
+	cmd.Flags().StringVar(&f.kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig of the cluster ($KUBECONFIG)")
+	cmd.Flags().StringVar(&f.dir, "dir", "", "read the simulated cluster of this directory instead")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "table or json")
+}
+
+// write prints v as indented JSON with -o json, else as table prints it.
+func (f clusterFlags) write(w io.Writer, v any, table func(io.Writer)) error {
+	switch f.output {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "table":
+		table(w)
+		return nil
+	}
+	return fmt.Errorf("--output %q: want table or json", f.output)
+}
+
+// clients are the API clients loomctl's commands read a cluster with.
+type clients struct {
+	kube kubernetes.Interface
+	dyn  dynamic.Interface
+	nads nadclient.Interface
+}
+
+func newClients(rc *rest.Config) (clients, error) {
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return clients{}, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return clients{}, err
+	}
+	nads, err := nadclient.NewForConfig(rc)
+	if err != nil {
+		return clients{}, err
+	}
+	return clients{kube, dyn, nads}, nil
 }
 
 // clusterConfig is the client configuration of the simulated cluster in dir, or of the
@@ -105,18 +144,11 @@ func progressAfter(w io.Writer, d time.Duration, msg string) (done func()) {
 
 // readTenants reads what `loomctl tenants` shows.
 func readTenants(ctx context.Context, rc *rest.Config) ([]tenantRow, error) {
-	kube, err := kubernetes.NewForConfig(rc)
+	cs, err := newClients(rc)
 	if err != nil {
 		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
-	nadc, err := nadclient.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
+	kube, dyn, nadc := cs.kube, cs.dyn, cs.nads
 	tl, err := dyn.Resource(tenants.GVR).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
