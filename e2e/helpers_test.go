@@ -256,7 +256,7 @@ func (e *env) ledgerRecord(pod string) delegate.Record {
 }
 
 // leftovers lists, per node, what is still held for pods: sandbox records, netns pins,
-// cache entries, address reservations, ledger records and veth links.
+// cache entries, address reservations, ledger records, VF claims and veth links.
 func leftovers(c *sim.Cluster) ([]string, error) {
 	var left []string
 	for _, n := range c.Nodes() {
@@ -269,6 +269,14 @@ func leftovers(c *sim.Cluster) ([]string, error) {
 		for _, de := range entries {
 			if de.Name() != ".lock" {
 				l = append(l, "ledger entry "+filepath.Join(ledger, de.Name()))
+			}
+		}
+		// A VF claim names a VF some pod holds; its lock file stays, as flock files do.
+		claims := filepath.Join(n.LoomStateDir(), "sriov")
+		entries, _ = os.ReadDir(claims)
+		for _, de := range entries {
+			if !strings.HasSuffix(de.Name(), ".lock") {
+				l = append(l, "VF claim "+filepath.Join(claims, de.Name()))
 			}
 		}
 		cache := filepath.Join(n.LoomStateDir(), "cni", "results")

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -94,25 +93,6 @@ func hostVFs(t *testing.T, c *sim.Cluster) map[string]map[string]hostVF {
 	return out
 }
 
-// claims lists the VF claims loomd holds on each node.
-func claims(t *testing.T, c *sim.Cluster) []string {
-	t.Helper()
-	var out []string
-	for _, n := range c.Nodes() {
-		dir := filepath.Join(n.LoomStateDir(), "sriov")
-		entries, err := os.ReadDir(dir)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
-		for _, de := range entries {
-			if !strings.HasSuffix(de.Name(), ".lock") { // a VF's lock file stays, as flock files do
-				out = append(out, n.Name+": "+de.Name())
-			}
-		}
-	}
-	return out
-}
-
 // vfWorld is what the test expects to find unchanged after pods come and go: the VF netdevs
 // in the nodes and the VF settings on their PFs.
 type vfWorld struct {
@@ -126,7 +106,7 @@ func snapshotVFs(t *testing.T, c *sim.Cluster) vfWorld {
 }
 
 // requireVFsBack fails unless every VF is back in its node as it was, with its PF settings as
-// they were, and no claim is left.
+// they were, and (waitClean) no claim is left.
 func requireVFsBack(t *testing.T, c *sim.Cluster, want vfWorld) {
 	t.Helper()
 	waitClean(t, c)
@@ -138,9 +118,6 @@ func requireVFsBack(t *testing.T, c *sim.Cluster, want vfWorld) {
 	}
 	if !maps.Equal(want.settings, got.settings) {
 		t.Errorf("VF settings on the PFs are\n  %v\nwant\n  %v", got.settings, want.settings)
-	}
-	if left := claims(t, c); len(left) > 0 {
-		t.Errorf("VF claims left: %v", left)
 	}
 }
 
