@@ -77,6 +77,9 @@ type Settings struct {
 	Peers       []Peer
 	// Resync is how often the dataplane is rebuilt from scratch to repair what someone removed.
 	Resync time.Duration
+	// Nft is the nft binary that writes the VXLAN modes' guard table; "nft" from $PATH when
+	// empty.
+	Nft string
 }
 
 // Peer is a validated external BGP peer.

@@ -19,6 +19,12 @@
 //   - vxlan-crosssubnet: like vxlan, but a peer on the node's own underlay subnet is routed
 //     directly, without encapsulation.
 //
+// In both VXLAN modes the VTEP takes encapsulated traffic only from the underlay addresses of
+// the other nodes: a guard table (nftables "inet loom_underlay", fabric/vxlan) drops UDP to
+// the VXLAN port from any other source, and from pods always, so that no pod can hand the
+// node a frame that seems to come from another node's pod. bgp mode receives no
+// encapsulation.
+//
 // The Network reconciles from informers on Nodes and IPBlocks; it never removes kernel state
 // when loomd stops, so a restart does not interrupt traffic, and it rebuilds the dataplane
 // from scratch periodically so that anything removed by hand comes back.

@@ -259,7 +259,7 @@ func (n *Network) startVXLAN(ctx context.Context) error {
 	}
 	vx, err := vxlan.New(h, vxlan.Config{
 		VNI: n.s.VNI, Port: n.s.Port, Underlay: n.underlay.Attrs().Name, LocalIP: n.nodeIP, Addr: addr,
-		CrossSubnet: n.s.Mode == ModeVXLANCrossSubnet,
+		CrossSubnet: n.s.Mode == ModeVXLANCrossSubnet, Nft: n.s.Nft,
 	}, n.log)
 	if err != nil {
 		return err

@@ -16,8 +16,8 @@ const resubscribeDelay = time.Second
 // backend's namespace: when the VTEP or the underlay link is deleted, goes down or otherwise
 // changes, it runs Ensure and replays the last Sync, which restores what the kernel removed
 // with the VTEP. Every resync period (none if resync is not positive) it does the same
-// unconditionally, which repairs routes and entries deleted by hand; both are no-ops when
-// nothing is broken. Failures are logged and retried at the next update or period.
+// unconditionally, which repairs routes and entries deleted by hand and rewrites the
+// GuardTable; both are no-ops on routes and entries when nothing is broken. Failures are logged and retried at the next update or period.
 func (b *Backend) Run(ctx context.Context, resync time.Duration) {
 	kick := make(chan struct{}, 1)
 	var wg sync.WaitGroup
@@ -46,6 +46,8 @@ func (b *Backend) Run(ctx context.Context, resync time.Duration) {
 func (b *Backend) repair(trigger string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// Nothing reports a change to the guard's table: rewrite it on every repair.
+	b.guard.forget()
 	if _, err := b.ensure(); err != nil {
 		b.log.Error("repair vtep", "trigger", trigger, "err", err)
 		return

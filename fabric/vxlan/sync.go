@@ -18,6 +18,9 @@ import (
 // the returned error lists what was left out as *PeerError values. A failed write does not
 // stop the others either.
 //
+// Sync also makes the GuardTable admit VXLAN from the underlay addresses of exactly these
+// peers (all of them, also those left out), in one nft transaction when the set changed.
+//
 // The peers are remembered for Run's repairs.
 func (b *Backend) Sync(peers []Peer) error {
 	b.mu.Lock()
@@ -46,6 +49,9 @@ func (b *Backend) sync(peers []Peer) (plan, error) {
 	}
 	p := diff(want, have, l.vtep)
 	errs = append(errs, b.apply(p)...)
+	if err := b.guard.set(peers); err != nil {
+		errs = append(errs, err)
+	}
 	b.log.Debug("synced peers", "peers", len(peers), "routes", len(want.routes), "writes", p.writes())
 	if len(errs) > 0 {
 		return p, fmt.Errorf("sync %d peers: %w", len(peers), errors.Join(errs...))

@@ -60,8 +60,28 @@ type testNode struct {
 // to the other subnets via router, and a Backend on which Ensure has run.
 func (u *underlay) node(t testing.TB, br, addr, block string, cross bool, router string, others ...string) *testNode {
 	t.Helper()
+	name, nsh, h := u.host(t, br, addr)
+	n := &testNode{name: name, h: h, block: netip.MustParsePrefix(block), ip: addrOf(mustAddr(t, addr).IP)}
+	lo := upLink(t, n.h, "lo")
+	pod := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(n.pod(), 32))}
+	must(t, n.h.AddrAdd(lo, pod), "address lo")
+	for _, o := range others {
+		r := &netlink.Route{Dst: ipNet(netip.MustParsePrefix(o)), Gw: net.ParseIP(router)}
+		must(t, n.h.RouteAdd(r), "route %s via %s", o, router)
+	}
+	n.b = newBackend(t, n.h, nsh, Config{Underlay: "eth0", LocalIP: n.ip, Addr: n.block.Addr(), CrossSubnet: cross})
+	var err error
+	n.mac, err = n.b.Ensure()
+	must(t, err, "ensure vtep on %s", name)
+	return n
+}
+
+// host adds a namespace with eth0 on bridge br, carrying the addresses addrs (CIDRs), and
+// returns its name, handle and a netlink handle in it.
+func (u *underlay) host(t testing.TB, br string, addrs ...string) (string, ns.NetNS, *netlink.Handle) {
+	t.Helper()
 	name, nsh := netnstest.New(t)
-	n := &testNode{name: name, h: handleAt(t, nsh), block: netip.MustParsePrefix(block)}
+	h := handleAt(t, nsh)
 	u.ports++
 	port := fmt.Sprintf("p%d", u.ports)
 	veth := &netlink.Veth{
@@ -74,28 +94,19 @@ func (u *underlay) node(t testing.TB, br, addr, block string, cross bool, router
 	must(t, err, "look up bridge %s", br)
 	must(t, u.h.LinkSetMaster(veth, bridge), "attach %s to %s", port, br)
 	must(t, u.h.LinkSetUp(veth), "set %s up", port)
-
-	a := mustAddr(t, addr)
-	n.ip = addrOf(a.IP)
-	eth0 := upLink(t, n.h, "eth0")
-	must(t, n.h.AddrAdd(eth0, a), "address eth0")
-	lo := upLink(t, n.h, "lo")
-	pod := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(n.pod(), 32))}
-	must(t, n.h.AddrAdd(lo, pod), "address lo")
-	for _, o := range others {
-		r := &netlink.Route{Dst: ipNet(netip.MustParsePrefix(o)), Gw: net.ParseIP(router)}
-		must(t, n.h.RouteAdd(r), "route %s via %s", o, router)
+	eth0 := upLink(t, h, "eth0")
+	for _, addr := range addrs {
+		a := mustAddr(t, addr)
+		if a.IP.To4() == nil {
+			a.Flags |= unix.IFA_F_NODAD
+		}
+		must(t, h.AddrAdd(eth0, a), "address eth0")
 	}
-
 	// Until the kernel has processed the carrier of both veth ends (linkwatch), the links
-	// drop what they are given: wait, so that the first ping does not race it.
-	waitOperUp(t, n.h, "eth0")
+	// drop what they are given: wait, so that the first packet does not race it.
+	waitOperUp(t, h, "eth0")
 	waitOperUp(t, u.h, port)
-
-	n.b = newBackend(t, n.h, nsh, Config{Underlay: "eth0", LocalIP: n.ip, Addr: n.block.Addr(), CrossSubnet: cross})
-	n.mac, err = n.b.Ensure()
-	must(t, err, "ensure vtep on %s", name)
-	return n
+	return name, nsh, h
 }
 
 // pod is the pod address of n, on its lo.

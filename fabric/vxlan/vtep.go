@@ -13,7 +13,8 @@ import (
 // Ensure creates the VTEP or brings an existing one to the configuration: a VTEP with a wrong
 // VNI, port, local address, underlay link, learning or multicast setting, or a link of another
 // type under its name, is deleted and recreated; a wrong MTU or MAC is corrected in place. It
-// then makes the VTEP address the only IPv4 address on the VTEP and sets the link up.
+// then makes the VTEP address the only IPv4 address on the VTEP and sets the link up. Before
+// any of that it installs the GuardTable, admitting no peer, unless the table is there already.
 //
 // Ensure returns the VTEP's MAC, which peers need. It is derived from Config.LocalIP, so it is
 // the same after a recreation or a restart of loomd.
@@ -36,6 +37,10 @@ func (b *Backend) ensure() (net.HardwareAddr, error) {
 	// crosssubnet mode its prefix defines which peers are direct.
 	if _, err = b.underlaySubnet(under); err != nil {
 		return nil, err
+	}
+	// The guard goes in before the VTEP can listen: until the first Sync it admits no one.
+	if err = b.guard.ensure(); err != nil {
+		return nil, fmt.Errorf("guard vtep %s: %w", b.cfg.Name, err)
 	}
 	want := b.vtepSpec(under)
 	link, err := b.ensureLink(want)

@@ -50,7 +50,38 @@ package vxlan
 // removes a device's routes and entries with it). A periodic full resync catches what no link
 // event reports, such as a route deleted by hand.
 //
-// Only IPv4 is supported: the underlay, the VTEP addresses and the blocks.
+// The VTEP accepts every VXLAN packet that reaches its UDP port with the right VNI, from
+// anyone: learning off only stops it from learning where senders are. A pod could therefore
+// send UDP to its node's port 4789 with a VXLAN header and any inner frame (from a pod of
+// another tenant, to any pod of the node) and have it delivered as if it came from a peer.
+// The guard, "table inet loom_underlay", keeps that to the other nodes:
+//
+//	set peers4, peers6                  the peers' underlay addresses (both families)
+//	input:   udp dport 4789 → iifname "loom*" drop      pods' veths, and the VTEP itself
+//	                          ip saddr != @peers4 drop
+//	                          ip6 saddr != @peers6 drop
+//	forward: udp dport 4789 iifname "loom*" drop        a pod's VXLAN to other nodes
+//
+// The UDP stack hands a datagram to the VTEP's encapsulation socket after netfilter's input
+// hook (and IPv4 reassembles fragments before it), so a drop there is final whatever other
+// tables accept. The pod rule comes first, so a pod that forges a node's source address does
+// not pass either; the VTEP's name matches it too, so that no packet decapsulated from one
+// VXLAN packet can carry another into the VTEP. The forward rule keeps a pod from sending, through
+// its node, VXLAN that another node would take for a peer's (Calico drops VXLAN from workloads
+// in the same way, unless allowVXLANPacketsFromWorkloads). Every packet costs the jump's port
+// test, VXLAN packets one set lookup more. The set holds every peer Sync is given, of any
+// family, also those it leaves out for what they claim (they are nodes all the same).
+//
+// Sync rewrites the table, in one nft transaction that replaces it whole, when the set of
+// addresses changed; Run's repairs rewrite it every time. Ensure installs it, admitting no one,
+// before it creates the VTEP, unless the table is there already: after a restart the table of
+// the last run keeps admitting the peers until the first Sync. Like the VTEP and its routes,
+// the table stays when loomd stops: stopping must not interrupt traffic, or open the port.
+// nft runs as policy's Applier runs it: as a child of an OS thread switched into the
+// backend's namespace.
+//
+// Only IPv4 is supported for the underlay, the VTEP addresses and the blocks; the guard
+// already takes IPv6 underlay addresses, and drops VXLAN over IPv6 from anyone else.
 
 import (
 	"fmt"
@@ -108,6 +139,8 @@ type Config struct {
 	// subscribes to link updates; nil means the current namespace. The handle it points to
 	// must stay open while Run runs.
 	Netns *netns.NsHandle
+	// Nft is the nft binary that writes the GuardTable; "nft" from $PATH when empty.
+	Nft string
 }
 
 // withDefaults returns c with zero fields defaulted, or an error naming the first invalid one.
@@ -120,6 +153,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Port == 0 {
 		c.Port = DefaultPort
+	}
+	if c.Nft == "" {
+		c.Nft = "nft"
 	}
 	switch {
 	case len(c.Name) > 15:
@@ -175,6 +211,7 @@ type Backend struct {
 	synced bool   // whether Sync has been called, so that an empty peers is meaningful
 
 	status atomic.Pointer[Status] // what the last sync wanted, for Status
+	guard  *guard                 // the GuardTable; used with mu held
 }
 
 // New returns a Backend that programs the namespace h talks to, which cfg.Netns must name
@@ -190,5 +227,5 @@ func New(h *netlink.Handle, cfg Config, log *slog.Logger) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Backend{h: h, cfg: cfg, log: log.With("ifname", cfg.Name)}, nil
+	return &Backend{h: h, cfg: cfg, log: log.With("ifname", cfg.Name), guard: newGuard(cfg)}, nil
 }
