@@ -42,8 +42,9 @@ import (
 type request struct {
 	ctx     context.Context
 	owner   Owner
-	release bool // release owner's addresses instead of allocating one
-	pool    Pool // for an allocation, the pool's definition
+	release bool       // release owner's addresses instead of allocating one
+	pool    Pool       // for an allocation, the pool's definition
+	static  netip.Addr // for an allocation, the address asked for; invalid for any free one
 
 	// The results, set by the batch before it closes done.
 	done     chan struct{}

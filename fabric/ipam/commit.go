@@ -13,7 +13,8 @@ import (
 // want is an address a batch seeks for one owner key, and the requests waiting for it: every
 // request of a batch for one key gets the same address.
 type want struct {
-	owner   Owner // as the first of reqs gave it
+	owner   Owner      // as the first of reqs gave it
+	static  netip.Addr // the address asked for, as the first of reqs gave it; invalid for any
 	reqs    []*request
 	settled bool
 }
@@ -86,7 +87,7 @@ func split(batch []*request) (Pool, []*want, []*request) {
 			w.reqs = append(w.reqs, r)
 			continue
 		}
-		w := &want{owner: r.owner, reqs: []*request{r}}
+		w := &want{owner: r.owner, static: r.static, reqs: []*request{r}}
 		byKey[r.owner.key()] = w
 		wants = append(wants, w)
 	}
@@ -115,6 +116,7 @@ func (a *Allocator) held(pool string, wants []*want) {
 // them, until every want has an address or an error. Claims that leave every want waiting,
 // because their blocks were deleted or filled first, count against maxClaims.
 func (a *Allocator) spill(ctx context.Context, pool Pool, wants []*want) {
+	a.spillStatic(ctx, pool, wants)
 	fruitless := 0
 	for {
 		left := unsettled(wants)
@@ -187,6 +189,9 @@ func (a *Allocator) settle(b *block, pool Pool, e edit, err error) {
 			g.want.grant(g.addr, b.prefix)
 		}
 	}
+	for _, r := range e.refusals {
+		r.want.fail(&AddressTakenError{Pool: pool.Name, Addr: r.want.static, Holder: r.holder})
+	}
 	for r, removed := range e.removed {
 		if err != nil {
 			r.errs = append(r.errs, err)
@@ -198,10 +203,17 @@ func (a *Allocator) settle(b *block, pool Pool, e edit, err error) {
 
 // edit is the change one write makes to a block for a batch.
 type edit struct {
-	next    IPBlock
-	changed bool
-	grants  []grant
-	removed map[*request][]Allocation // by release request
+	next     IPBlock
+	changed  bool
+	grants   []grant
+	refusals []refusal
+	removed  map[*request][]Allocation // by release request
+}
+
+// refusal is a want for an address that another owner holds.
+type refusal struct {
+	want   *want
+	holder Owner
 }
 
 // grant is an address a block gives a want.
@@ -248,44 +260,56 @@ func (e *edit) release(current []Allocation, releases []*request, keep []Allocat
 	return keep
 }
 
-// allocate grants each of wants the address it holds in allocs, or a free one, and returns
+// allocate grants each of wants the address it holds in allocs, or the address it asked for
+// when that is in prefix and free, or a free one; a want whose address another owner holds is
+// refused, and one whose address is in another block is left for that block. It returns
 // allocs with the new allocations, in order of address.
 func (e *edit) allocate(allocs []Allocation, prefix netip.Prefix, pool Pool, wants []*want, now time.Time) []Allocation {
 	// After a conflict the fresh version may hold a want's address already: an earlier write
 	// of it whose response was lost.
 	owners := make(map[ownerKey]netip.Addr, len(allocs))
-	used := make(map[netip.Addr]bool, len(allocs))
+	holders := make(map[netip.Addr]Owner, len(allocs))
 	for _, al := range allocs {
 		if addr, err := netip.ParseAddr(al.IP); err == nil {
-			used[addr] = true
+			if _, dup := holders[addr]; !dup {
+				holders[addr] = al.Owner
+			}
 			if _, dup := owners[al.Owner.key()]; !dup {
 				owners[al.Owner.key()] = addr
 			}
 		}
 	}
+	take := func(w *want, addr netip.Addr) {
+		allocs = append(allocs, Allocation{IP: addr.String(), Owner: w.owner, Since: metav1.NewTime(now)})
+		holders[addr] = w.owner
+		e.grants = append(e.grants, grant{want: w, addr: addr, fresh: true})
+		e.changed = true
+	}
+	// Asked-for addresses first, so that no want given any free address takes one of them.
 	var fresh []*want
 	for _, w := range wants {
-		if addr, ok := owners[w.owner.key()]; ok {
+		holder, held := holders[w.static]
+		switch addr, ok := owners[w.owner.key()]; {
+		case ok:
 			e.grants = append(e.grants, grant{want: w, addr: addr})
-		} else {
+		case !w.static.IsValid():
 			fresh = append(fresh, w)
+		case !prefix.Contains(w.static):
+		case held:
+			e.refusals = append(e.refusals, refusal{want: w, holder: holder})
+		default:
+			take(w, w.static)
 		}
-	}
-	if len(fresh) == 0 {
-		return allocs
 	}
 	for addr := range pool.Addrs(prefix) {
 		if len(fresh) == 0 {
 			break
 		}
-		if used[addr] {
+		if _, used := holders[addr]; used {
 			continue
 		}
-		w := fresh[0]
+		take(fresh[0], addr)
 		fresh = fresh[1:]
-		allocs = append(allocs, Allocation{IP: addr.String(), Owner: w.owner, Since: metav1.NewTime(now)})
-		e.grants = append(e.grants, grant{want: w, addr: addr, fresh: true})
-		e.changed = true
 	}
 	sortAllocations(allocs)
 	return allocs
