@@ -32,6 +32,10 @@
 //     a non-zero 64-bit GUID. A portMappings protocol defaults to tcp (Kubernetes' default) and
 //     must be tcp, udp or sctp. Bandwidth values are non-negative and, as the bandwidth plugin
 //     requires, a rate and its burst are set together.
+//   - An "ips" address that another pod holds on the same network, as its network-status
+//     says (Config.Pods: the node's pods), is an error naming that pod, the network and the
+//     address: two interfaces with one address would each get the other's traffic. loom-ipam
+//     refuses a taken address itself when it allocates (fabric/ipam AllocateAddr).
 //   - "ips" together with "ipam-claim-reference" is an error, as v1.3 of the standard says
 //     (although the client library no longer enforces it). Multus does not forward the claim
 //     reference at all: its own selection type has no such field, and OVN-Kubernetes reads it
