@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -21,6 +26,7 @@ import (
 
 	"github.com/loom-cni/loom/e2e/sim"
 	"github.com/loom-cni/loom/e2e/sim/simtest"
+	"github.com/loom-cni/loom/fabric"
 	"github.com/loom-cni/loom/fabric/ipam"
 )
 
@@ -52,6 +58,12 @@ func testFabricMode(t *testing.T, mode sim.Mode) {
 		{"PodToPodPingAndTCP", f.testConnectivity},
 		{"DataplaneEntries", f.testDataplane},
 		{"LoomdRestartKeepsPodsConnected", f.testLoomdRestart},
+	}
+	if mode != sim.ModeBGP {
+		steps = append(steps, struct {
+			name string
+			f    func(*testing.T)
+		}{"VXLANFromAPodIsDropped", f.testVXLANInjection})
 	}
 	switch mode {
 	case sim.ModeBGP:
@@ -597,4 +609,130 @@ func (f *fabricEnv) testControllerReleasesLeak(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// testVXLANInjection has pod a1 send its node's VTEP a hand-built VXLAN packet (RFC 7348)
+// whose inner frame goes from pod b, on node2, to pod a2, on node1 — from an ordinary UDP
+// socket, no capability needed — and checks with a packet capture in a2 that it does not
+// arrive, while the same packet sent by node2 does (so it is well-formed, and the guard tells
+// the senders apart).
+func (f *fabricEnv) testVXLANInjection(t *testing.T) {
+	node1, err := f.c.Node("node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	macOf := func(node string) net.HardwareAddr {
+		n, err := f.c.Client().CoreV1().Nodes().Get(f.ctx, node, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mac, err := net.ParseMAC(n.Annotations[fabric.AnnotationVTEPMAC])
+		if err != nil {
+			t.Fatalf("node %s's VTEP MAC: %v", node, err)
+		}
+		return mac
+	}
+	src, dst := netip.MustParseAddr(f.ip("b")), netip.MustParseAddr(f.ip("a2"))
+	packet := func(msg string) []byte {
+		return vxlanPacket(macOf("node2"), macOf("node1"), src, dst, 7000, []byte(msg))
+	}
+	to := fmt.Sprintf("/dev/udp/%s/4789", node1.UnderlayIP)
+	for _, c := range []struct {
+		from   string
+		send   func(ctx context.Context) (*exec.Cmd, error)
+		arrive bool
+	}{
+		// bash opens /dev/udp/HOST/PORT as a connected UDP socket; cat writes the packet in one
+		// write, one datagram.
+		{"pod a1", func(ctx context.Context) (*exec.Cmd, error) {
+			return f.c.PodCmd(ctx, f.ns, "a1", "bash", "-c", "cat >"+to)
+		}, false},
+		{"node2", func(ctx context.Context) (*exec.Cmd, error) {
+			return f.c.NodeCmd(ctx, "node2", "bash", "-c", "cat >"+to)
+		}, true},
+	} {
+		msg := "vxlan from " + c.from
+		arrived := f.captureIn("a2", "udp port 7000", func(ctx context.Context) {
+			cmd, err := c.send(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stdin = bytes.NewReader(packet(msg))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("send %s: %v: %s", msg, err, out)
+			}
+		})
+		if arrived != c.arrive {
+			t.Errorf("%s to node1's VTEP, inner %s → %s: arrived %v, want %v", c.from, src, dst, arrived, c.arrive)
+		}
+	}
+}
+
+// captureIn starts a capture of one packet matching filter on pod's eth0, runs send once the
+// capture listens, and reports whether a packet to pod's port 7000 was captured within three
+// seconds.
+func (f *fabricEnv) captureIn(pod, filter string, send func(ctx context.Context)) bool {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
+	defer cancel()
+	capture, err := f.c.PodCmd(ctx, f.ns, pod, "timeout", "3", "tcpdump", "-n", "-l", "-i", "eth0", "-c", "1", filter)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out bytes.Buffer
+	capture.Stdout = &out
+	stderr, err := capture.StderrPipe()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err = capture.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	// tcpdump says "listening on" once its packet socket is open.
+	listening, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		said := false
+		for sc.Scan() {
+			if !said && strings.Contains(sc.Text(), "listening on") {
+				said = true
+				close(listening)
+			}
+		}
+		if !said {
+			close(listening)
+		}
+	}()
+	<-listening
+	send(ctx)
+	<-done
+	err = capture.Wait()
+	return err == nil && strings.Contains(out.String(), " > "+f.ip(pod)+".7000")
+}
+
+// vxlanPacket is the UDP payload of a VXLAN packet of VNI 1 (RFC 7348, section 5) carrying
+// an Ethernet frame from srcMAC to dstMAC with an IPv4 UDP datagram from src to dst:port.
+func vxlanPacket(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, port int, payload []byte) []byte {
+	udp := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], uint16(port))
+	binary.BigEndian.PutUint16(udp[2:], uint16(port))
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	copy(udp[8:], payload) // checksum 0: none, which IPv4 allows
+	ip := make([]byte, 20)
+	ip[0], ip[8], ip[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
+	copy(ip[12:], src.AsSlice())
+	copy(ip[16:], dst.AsSlice())
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(ip[i])<<8 | uint32(ip[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	frame := append(append(append([]byte{}, dstMAC...), srcMAC...), 0x08, 0x00)
+	vxlan := []byte{0x08, 0, 0, 0, 0, 0, 1, 0}
+	return append(append(append(vxlan, frame...), ip...), udp...)
 }
