@@ -24,8 +24,8 @@ func TestAllocateAddrTaken(t *testing.T) {
 	if err != nil || got != want || block != netip.MustParsePrefix("10.244.7.0/26") {
 		t.Fatalf("first request: got %v in %v, %v; want %v in 10.244.7.0/26", got, block, err, want)
 	}
-	if again, _, err := a.AllocateAddr(ctx, clusterPool, pod(1, "net1"), want); err != nil || again != want {
-		t.Errorf("same owner again: got %v, %v; want %v", again, err, want)
+	if again, _, againErr := a.AllocateAddr(ctx, clusterPool, pod(1, "net1"), want); againErr != nil || again != want {
+		t.Errorf("same owner again: got %v, %v; want %v", again, againErr, want)
 	}
 
 	_, _, err = a.AllocateAddr(ctx, clusterPool, pod(2, "net1"), want)
@@ -74,7 +74,8 @@ func TestAllocateAddrOtherNode(t *testing.T) {
 	if !errors.As(err, &taken) || taken.Holder != pod(1, "eth0") || taken.Node != "node-b" {
 		t.Errorf("address held on node-b: got %v, want a refusal naming pod-1 on node-b", err)
 	}
-	if _, _, err := a.AllocateAddr(ctx, clusterPool, pod(2, "eth0"), held.Next()); !errors.Is(err, ipam.ErrOtherNodesBlock) {
+	_, _, err = a.AllocateAddr(ctx, clusterPool, pod(2, "eth0"), held.Next())
+	if !errors.Is(err, ipam.ErrOtherNodesBlock) {
 		t.Errorf("free address of node-b's block: got %v, want ErrOtherNodesBlock", err)
 	}
 	after, err := store.Get(ctx, before.Name)
