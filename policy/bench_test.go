@@ -17,7 +17,7 @@ import (
 // one policy per namespace: a NetworkPolicy for four namespaces of five, a
 // MultiNetworkPolicy for the fifth. The platform has ten pods in kube-system.
 func benchSnapshot(tenants int) Snapshot {
-	s := Snapshot{ClusterCIDR: pfx("10.0.0.0/8")}
+	s := Snapshot{ClusterCIDRs: []netip.Prefix{pfx("10.0.0.0/8")}}
 	for n := range 100 {
 		s.Hosts = append(s.Hosts, netip.AddrFrom4([4]byte{10, 255, 0, byte(n)}))
 	}

@@ -105,7 +105,7 @@ func (c *compiler) universe(n NetworkID) string {
 	}
 	var b setBuilder
 	if n == Primary {
-		b.addPrefixes([]netip.Prefix{c.s.ClusterCIDR})
+		b.addPrefixes(c.s.ClusterCIDRs)
 	} else {
 		if nw := c.networks[n]; nw != nil {
 			b.addPrefixes(nw.Subnets)

@@ -68,11 +68,11 @@ func TestCompileGuards(t *testing.T) {
 		// Red's block and its mutual peer blue's as prefixes, red's default-pool pod as an
 		// address, the platform's pods and the hosts; not green, which red does not name.
 		name: "tenant on primary", pod: PodKey{"red-a", "web"}, network: Primary,
-		universe: set(nil, "10.244.0.0/16"),
+		universe: set(nil, "10.244.0.0/16", "fd00:244::/56"),
 		allowed:  set([]string{"10.244.0.1", "10.244.0.2", "10.244.2.7", "10.244.3.3", "10.244.3.4"}, "10.244.16.0/24", "10.244.32.0/24"),
 	}, {
 		name: "one-sided peer on primary", pod: PodKey{"green-a", "job"}, network: Primary,
-		universe: set(nil, "10.244.0.0/16"),
+		universe: set(nil, "10.244.0.0/16", "fd00:244::/56"),
 		allowed:  set([]string{"10.244.0.1", "10.244.0.2", "10.244.3.3", "10.244.3.4"}, "10.244.48.0/24"),
 	}, {
 		name: "platform on primary", pod: PodKey{"kube-system", "dns"}, network: Primary, noGuard: true,
@@ -335,10 +335,10 @@ spec:
 // one to keep out. Once a tenant's pod joins the network, the boundary is back.
 func TestCompilePlatformOnlyNetwork(t *testing.T) {
 	s := Snapshot{
-		ClusterCIDR: pfx("10.244.0.0/16"),
-		Namespaces:  []Namespace{{Name: "infra"}, {Name: "red-a", Tenant: "red"}},
-		Tenants:     []Tenant{{Name: "red"}},
-		Networks:    []Network{{ID: "infra/storage", Subnets: []netip.Prefix{pfx("192.168.80.0/24")}}},
+		ClusterCIDRs: []netip.Prefix{pfx("10.244.0.0/16")},
+		Namespaces:   []Namespace{{Name: "infra"}, {Name: "red-a", Tenant: "red"}},
+		Tenants:      []Tenant{{Name: "red"}},
+		Networks:     []Network{{ID: "infra/storage", Subnets: []netip.Prefix{pfx("192.168.80.0/24")}}},
 		Pods: []Pod{{
 			PodKey: PodKey{"infra", "backup"}, Node: "n1",
 			Endpoints: []Endpoint{{Network: "infra/storage", Interface: "net1", IPs: []netip.Addr{ip("192.168.80.2")}}},

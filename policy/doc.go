@@ -19,7 +19,8 @@
 // namespace with no rules. A MultiNetworkPolicy is decoded one element at a time, so that
 // an element of the wrong JSON type costs that element only, and it applies to the networks
 // its k8s.v1.cni.cncf.io/policy-for annotation names: none when the annotation is missing.
-// Loom's networks are IPv4: an IPv6 ipBlock is a problem.
+// Both address families are policy's business everywhere: an ipBlock, a set, a guard holds
+// IPv4 and IPv6 alike, and an IPv4-mapped IPv6 ipBlock is a problem (write the IPv4 CIDR).
 //
 // # The enforcement model
 //

@@ -35,9 +35,9 @@ func TestEngineAdmitReleaseRestore(t *testing.T) {
 	host := applyNetns(t)
 	ctx := context.Background()
 	src := &staticSource{changed: make(chan struct{}, 1), snap: Snapshot{
-		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
-		Tenants:     []Tenant{{Name: "a"}},
-		Namespaces:  []Namespace{{Name: "ns-a", Tenant: "a"}, {Name: "infra"}},
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+		Tenants:      []Tenant{{Name: "a"}},
+		Namespaces:   []Namespace{{Name: "ns-a", Tenant: "a"}, {Name: "infra"}},
 		Pods: []Pod{{PodKey: PodKey{"ns-a", "remote"}, Node: "n2", Tenant: "a",
 			Endpoints: []Endpoint{{Network: Primary, Interface: "eth0", IPs: []netip.Addr{netip.MustParseAddr("10.244.2.9")}}}}},
 	}}
@@ -107,9 +107,9 @@ func TestEngineOnePodsTroubleStaysItsOwn(t *testing.T) {
 	host := applyNetns(t)
 	ctx := context.Background()
 	src := &staticSource{changed: make(chan struct{}, 1), snap: Snapshot{
-		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
-		Tenants:     []Tenant{{Name: "a"}},
-		Namespaces:  []Namespace{{Name: "ns-a", Tenant: "a"}},
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+		Tenants:      []Tenant{{Name: "a"}},
+		Namespaces:   []Namespace{{Name: "ns-a", Tenant: "a"}},
 	}}
 	e := NewEngine("n1", nft, host, src, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	// broken has a secondary interface in a "namespace" that is a plain file: its table

@@ -135,11 +135,11 @@ func countList(raw json.RawMessage) int {
 // fuzzSnapshot is a small cluster with a tenant, the platform and named ports.
 func fuzzSnapshot() Snapshot {
 	return Snapshot{
-		ClusterCIDR: pfx("10.244.0.0/16"),
-		Hosts:       []netip.Addr{ip("10.244.0.1")},
-		Tenants:     []Tenant{{Name: "red", Blocks: []netip.Prefix{pfx("10.244.16.0/24")}}},
-		Namespaces:  []Namespace{{Name: "ns", Tenant: "red", Labels: map[string]string{"team": "a"}}},
-		Pods:        fuzzPods("ns", []NetworkID{Primary, "ns/net"}),
+		ClusterCIDRs: []netip.Prefix{pfx("10.244.0.0/16")},
+		Hosts:        []netip.Addr{ip("10.244.0.1")},
+		Tenants:      []Tenant{{Name: "red", Blocks: []netip.Prefix{pfx("10.244.16.0/24")}}},
+		Namespaces:   []Namespace{{Name: "ns", Tenant: "red", Labels: map[string]string{"team": "a"}}},
+		Pods:         fuzzPods("ns", []NetworkID{Primary, "ns/net"}),
 	}
 }
 

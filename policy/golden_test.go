@@ -22,14 +22,14 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 // fixture is a compile test's input: a snapshot with its policies written as the Kubernetes
 // objects they come from, and the node to compile for.
 type fixture struct {
-	Node        string
-	ClusterCIDR netip.Prefix
-	Hosts       []netip.Addr
-	Tenants     []Tenant
-	Namespaces  []Namespace
-	Networks    []Network
-	Pods        []Pod
-	Policies    []json.RawMessage
+	Node         string
+	ClusterCIDRs []netip.Prefix
+	Hosts        []netip.Addr
+	Tenants      []Tenant
+	Namespaces   []Namespace
+	Networks     []Network
+	Pods         []Pod
+	Policies     []json.RawMessage
 }
 
 func loadFixture(t testing.TB, path string) (Snapshot, string) {
@@ -42,7 +42,7 @@ func loadFixture(t testing.TB, path string) (Snapshot, string) {
 	if err := yaml.UnmarshalStrict(data, &fx); err != nil {
 		t.Fatalf("read %s: %v", path, err)
 	}
-	s := Snapshot{ClusterCIDR: fx.ClusterCIDR, Hosts: fx.Hosts, Tenants: fx.Tenants, Namespaces: fx.Namespaces,
+	s := Snapshot{ClusterCIDRs: fx.ClusterCIDRs, Hosts: fx.Hosts, Tenants: fx.Tenants, Namespaces: fx.Namespaces,
 		Networks: fx.Networks, Pods: fx.Pods}
 	for i, raw := range fx.Policies {
 		var kind struct{ Kind string }

@@ -103,11 +103,11 @@ func TestParseMultiNetworkPolicy(t *testing.T) {
 		want:     `sel="" isolates=ingress; ingress[0] peers=[1:pods()@own]`,
 		problems: []string{`spec.ingress[0].from[0].ipBlock.cidr: "10.0.0.0/33" is not a CIDR; the peer is ignored`},
 	}, {
-		name: "ipv6 cidr, the only peer",
-		spec: `{"ingress":[{"from":[{"ipBlock":{"cidr":"fd00::/8"}}]},{}]}`,
+		name: "ipv4-mapped ipv6 cidr, the only peer",
+		spec: `{"ingress":[{"from":[{"ipBlock":{"cidr":"::ffff:10.0.0.0/104"}}]},{}]}`,
 		want: `sel="" isolates=ingress; ingress[1]`,
 		problems: []string{
-			`spec.ingress[0].from[0].ipBlock.cidr: "fd00::/8" is not an IPv4 CIDR, and Loom's networks are IPv4; the peer is ignored`,
+			`spec.ingress[0].from[0].ipBlock.cidr: "::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 CIDR; write the IPv4 CIDR instead; the peer is ignored`,
 			`spec.ingress[0]: no valid peer in from; the rule allows nothing`,
 		},
 	}, {

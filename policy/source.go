@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -36,8 +37,8 @@ const (
 
 // SourceConfig says where the primary network's facts are.
 type SourceConfig struct {
-	// ClusterCIDR is the primary network's pod range.
-	ClusterCIDR netip.Prefix
+	// ClusterCIDRs are the primary network's pod ranges, one per address family.
+	ClusterCIDRs []netip.Prefix
 	// HostAddressAnnotation is the Node annotation holding a node's own address inside the
 	// cluster CIDR (its VTEP address), if any.
 	HostAddressAnnotation string
@@ -167,7 +168,7 @@ func (s *ClusterSource) Snapshot() Snapshot {
 
 func (s *ClusterSource) build() Snapshot {
 	dir := s.directory()
-	snap := Snapshot{ClusterCIDR: s.cfg.ClusterCIDR}
+	snap := Snapshot{ClusterCIDRs: s.cfg.ClusterCIDRs}
 	for _, h := range s.hosts {
 		snap.Hosts = append(snap.Hosts, h)
 	}
@@ -290,6 +291,9 @@ func podOf(pod *corev1.Pod) Pod {
 	primary := false
 	for _, st := range statuses {
 		ep := Endpoint{Network: NetworkID(st.Name), Interface: st.Interface, IPs: parseAddrs(st.IPs)}
+		if mac, err := net.ParseMAC(st.Mac); err == nil && len(mac) == 6 {
+			ep.MAC = mac
+		}
 		if st.Default {
 			ep.Network = Primary
 			primary = true
@@ -311,8 +315,8 @@ func podOf(pod *corev1.Pod) Pod {
 func parseAddrs(ss []string) []netip.Addr {
 	var out []netip.Addr
 	for _, s := range ss {
-		if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
-			out = append(out, a)
+		if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+			out = append(out, a.Unmap())
 		}
 	}
 	return out
@@ -337,8 +341,8 @@ func (s *ClusterSource) setNode(o any) {
 	if !ok || s.cfg.HostAddressAnnotation == "" {
 		return
 	}
-	if a, err := netip.ParseAddr(node.Annotations[s.cfg.HostAddressAnnotation]); err == nil && a.Is4() {
-		s.hosts[node.Name] = a
+	if a, err := netip.ParseAddr(node.Annotations[s.cfg.HostAddressAnnotation]); err == nil {
+		s.hosts[node.Name] = a.Unmap()
 	} else {
 		delete(s.hosts, node.Name)
 	}
@@ -443,7 +447,7 @@ func (s *ClusterSource) deleteNAD(o any) {
 	}
 }
 
-// IPAMSubnets returns the IPv4 ranges a network configuration's IPAM hands addresses from:
+// IPAMSubnets returns the ranges, of both address families, a network configuration's IPAM hands addresses from:
 // "subnet" and "ranges" (host-local), "addresses" (static), "range" (loom-ipam, whereabouts), in a single
 // configuration or any plugin of a list. A configuration it cannot read yields none.
 func IPAMSubnets(config []byte) []netip.Prefix {
@@ -456,7 +460,7 @@ func IPAMSubnets(config []byte) []netip.Prefix {
 	}
 	var out []netip.Prefix
 	add := func(s string) {
-		if p, err := netip.ParsePrefix(strings.TrimSpace(s)); err == nil && p.Addr().Is4() {
+		if p, err := netip.ParsePrefix(strings.TrimSpace(s)); err == nil {
 			out = append(out, p.Masked())
 		}
 	}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -19,7 +20,7 @@ func TestIPAMSubnets(t *testing.T) {
 		want   []string
 	}{
 		{`{"type":"macvlan","ipam":{"type":"host-local","subnet":"192.168.1.0/24"}}`, []string{"192.168.1.0/24"}},
-		{`{"plugins":[{"type":"bridge","ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/16"}],[{"subnet":"fd00::/64"}]]}}]}`, []string{"10.1.0.0/16"}},
+		{`{"plugins":[{"type":"bridge","ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/16"}],[{"subnet":"fd00::/64"}]]}}]}`, []string{"10.1.0.0/16", "fd00::/64"}},
 		{`{"ipam":{"type":"loom-ipam","range":"192.168.60.0/24"}}`, []string{"192.168.60.0/24"}},
 		{`{"ipam":{"type":"static","addresses":[{"address":"10.9.9.5/24"}]}}`, []string{"10.9.9.0/24"}},
 		{`{"ipam":{"type":"whereabouts","range":" 10.5.0.0/16 "}}`, []string{"10.5.0.0/16"}},
@@ -40,7 +41,7 @@ func TestPodOf(t *testing.T) {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Labels: map[string]string{"app": "x"}, Annotations: map[string]string{
 			nadv1.NetworkStatusAnnot: `[{"name":"loom","interface":"eth0","ips":["10.244.1.2"],"default":true},
-			  {"name":"ns/mv","interface":"net1","ips":["192.168.1.5","fd00::5"]}]`,
+			  {"name":"ns/mv","interface":"net1","ips":["192.168.1.5","fd00::5","fe80::1%net1"],"mac":"0A:58:C0:A8:01:05"}]`,
 		}},
 		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Ports: []corev1.ContainerPort{
 			{Name: "http", ContainerPort: 8080}, {ContainerPort: 9000}, {Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
@@ -51,7 +52,8 @@ func TestPodOf(t *testing.T) {
 	want := fmt.Sprintf("ns/p n1 %v %v",
 		[]NamedPort{{"http", "TCP", 8080}, {"dns", "UDP", 53}},
 		[]Endpoint{{Network: Primary, Interface: "eth0", IPs: []netip.Addr{netip.MustParseAddr("10.244.1.2")}},
-			{Network: "ns/mv", Interface: "net1", IPs: []netip.Addr{netip.MustParseAddr("192.168.1.5")}}})
+			{Network: "ns/mv", Interface: "net1", MAC: mustMAC(t, "0a:58:c0:a8:01:05"),
+				IPs: []netip.Addr{netip.MustParseAddr("192.168.1.5"), netip.MustParseAddr("fd00::5")}}})
 	if got != want {
 		t.Errorf("podOf =\n %s\nwant\n %s", got, want)
 	}
@@ -98,4 +100,13 @@ func TestTrimBlock(t *testing.T) {
 	if _, ok := small.Object["spec"].(map[string]any)["allocations"]; ok {
 		t.Error("the trimmed block keeps its allocations")
 	}
+}
+
+func mustMAC(t *testing.T, s string) net.HardwareAddr {
+	t.Helper()
+	mac, err := net.ParseMAC(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mac
 }

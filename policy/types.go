@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net"
 	"net/netip"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -23,10 +24,11 @@ func (k PodKey) String() string { return k.Namespace + "/" + k.Name }
 
 // Snapshot is everything the engine knows about the cluster: Compile's whole input.
 type Snapshot struct {
-	// ClusterCIDR is the primary network's pod range: on the primary network an address in it
-	// is a pod (or a node's VTEP, listed in Hosts), anything else is outside the cluster.
-	ClusterCIDR netip.Prefix
-	// Hosts are node-owned addresses inside ClusterCIDR (VTEP addresses): host traffic, which
+	// ClusterCIDRs are the primary network's pod ranges, at most one per address family: on
+	// the primary network an address in one is a pod (or a node's VTEP, listed in Hosts),
+	// anything else is outside the cluster.
+	ClusterCIDRs []netip.Prefix
+	// Hosts are node-owned addresses inside ClusterCIDRs (VTEP addresses): host traffic, which
 	// every pod may exchange on the primary network, like the platform's.
 	Hosts      []netip.Addr
 	Tenants    []Tenant
@@ -84,6 +86,9 @@ type Endpoint struct {
 	// HostInterface is the host side of the primary network's veth; empty on secondaries.
 	HostInterface string
 	IPs           []netip.Addr
+	// MAC is the pod's hardware address on the attachment, when known: on a secondary
+	// network, where pods share a link layer, the tenant guard also keeps frames apart by it.
+	MAC net.HardwareAddr
 }
 
 // PolicyKind tells a Kubernetes NetworkPolicy from a MultiNetworkPolicy.

@@ -250,15 +250,16 @@ func validateIPBlock(path string, vp validPeer, b *networkingv1.IPBlock, probs *
 	return vp, true
 }
 
-// parseCIDR parses an IPv4 CIDR; host bits are cleared, as Kubernetes reads "10.0.0.1/24".
+// parseCIDR parses an IPv4 or IPv6 CIDR; host bits are cleared, as Kubernetes reads "10.0.0.1/24".
 func parseCIDR(path, s string, probs *problemList) (netip.Prefix, bool) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
 		probs.add(path, "%q is not a CIDR; the peer is ignored", s)
 		return netip.Prefix{}, false
 	}
-	if !p.Addr().Is4() {
-		probs.add(path, "%q is not an IPv4 CIDR, and Loom's networks are IPv4; the peer is ignored", s)
+	if p.Addr().Is4In6() {
+		// ::ffff:a.b.c.d/n would match no IPv6 packet and name an IPv4 range: refuse to guess.
+		probs.add(path, "%q is an IPv4-mapped IPv6 CIDR; write the IPv4 CIDR instead; the peer is ignored", s)
 		return netip.Prefix{}, false
 	}
 	return p.Masked(), true

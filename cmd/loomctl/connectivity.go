@@ -93,7 +93,7 @@ func connectivity(ctx context.Context, c *sim.Cluster, cidr netip.Prefix, namesp
 		return nil, err
 	}
 	kube, dyn, nads := cs.kube, cs.dyn, cs.nads
-	src := policy.NewClusterSource(policy.SourceConfig{ClusterCIDR: cidr, HostAddressAnnotation: fabric.AnnotationVTEPAddr},
+	src := policy.NewClusterSource(policy.SourceConfig{ClusterCIDRs: []netip.Prefix{cidr}, HostAddressAnnotation: fabric.AnnotationVTEPAddr},
 		kube, dyn, nads, slog.New(slog.DiscardHandler))
 	stop := make(chan struct{})
 	defer close(stop)

@@ -56,7 +56,7 @@ func (p *policyState) set(restored bool, err error) {
 func startPolicy(ctx context.Context, cfg daemon.Config, settings fabric.Settings, primary *fabric.Network, kube kubernetes.Interface, dyn dynamic.Interface,
 	nads nadclient.Interface, cluster *daemon.Cluster, svc *daemon.Service, log *slog.Logger) *policyState {
 	src := policy.NewClusterSource(policy.SourceConfig{
-		ClusterCIDR:           settings.ClusterCIDR,
+		ClusterCIDRs:          []netip.Prefix{settings.ClusterCIDR},
 		HostAddressAnnotation: fabric.AnnotationVTEPAddr,
 		Node:                  cfg.NodeName,
 	}, kube, dyn, nads, log)

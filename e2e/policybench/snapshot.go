@@ -88,7 +88,7 @@ func synthesize(s shape) (*cluster, error) {
 		return nil, err
 	}
 	c := &cluster{shape: s, nextDefault: defaultPool.Addr().Next()}
-	c.snap.ClusterCIDR = clusterCIDR
+	c.snap.ClusterCIDRs = []netip.Prefix{clusterCIDR}
 	for n := range s.nodes {
 		c.snap.Hosts = append(c.snap.Hosts, offset(hostRange.Addr(), 1+n))
 	}
