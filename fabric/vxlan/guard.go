@@ -1,16 +1,14 @@
 package vxlan
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/loom-cni/loom/internal/nftexec"
 )
 
 // GuardTable is the nftables table that keeps encapsulated traffic from anyone but other nodes
@@ -134,28 +132,8 @@ func writeSet(b *strings.Builder, name, typ string, elems []string) {
 
 // run runs nft with args and stdin in the guard's namespace and returns its standard output;
 // the error carries its standard error.
-//
-// This is the way policy's Applier runs nft (a child of an OS thread switched into the
-// namespace by ns.WithNetNSPath), which keeps it unexported; written here in its minimal form
-// until it is shared.
 func (g *guard) run(stdin string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), guardTimeout)
 	defer cancel()
-	var stdout, stderr bytes.Buffer
-	run := func() error {
-		cmd := exec.CommandContext(ctx, g.nft, args...)
-		cmd.Stdin = strings.NewReader(stdin)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-		}
-		return nil
-	}
-	var err error
-	if g.netns == "" {
-		err = run()
-	} else {
-		err = ns.WithNetNSPath(g.netns, func(ns.NetNS) error { return run() })
-	}
-	return stdout.Bytes(), err
+	return nftexec.Run(ctx, g.nft, g.netns, stdin, args...)
 }
