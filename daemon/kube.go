@@ -22,12 +22,13 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// Cluster is loomd's view of the Kubernetes API: informer caches of the pods on this node and
-// of every NetworkAttachmentDefinition, and the pod annotation patch. Nothing on the ADD path
-// but the patch talks to the API server.
+// Cluster is loomd's view of the Kubernetes API: informer caches of the pods on this node, of
+// every NetworkAttachmentDefinition and of every pod's VF requests (slimPod), and the pod
+// annotation patch. Nothing on the ADD path but the patch talks to the API server.
 type Cluster struct {
 	client  kubernetes.Interface
 	pods    corelisters.PodLister
+	allPods cache.Indexer // every node's pods, as slimPod keeps them
 	nads    nadlisters.NetworkAttachmentDefinitionLister
 	synced  []cache.InformerSynced
 	start   []func(stop <-chan struct{})
@@ -54,10 +55,17 @@ func NewCluster(client kubernetes.Interface, nads nadclient.Interface, node stri
 	nadFactory := nadinformers.NewSharedInformerFactory(nads, 0)
 	nadInformer := nadFactory.K8sCniCncfIo().V1().NetworkAttachmentDefinitions()
 	c.nads = nadInformer.Lister()
-	c.synced = []cache.InformerSynced{podInformer.Informer().HasSynced, nadInformer.Informer().HasSynced}
-	c.start = []func(<-chan struct{}){podFactory.Start, nadFactory.Start}
+	allFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(slimPod))
+	allInformer := allFactory.Core().V1().Pods().Informer()
+	c.allPods = allInformer.GetIndexer()
+	c.synced = []cache.InformerSynced{podInformer.Informer().HasSynced, nadInformer.Informer().HasSynced, allInformer.HasSynced}
+	c.start = []func(<-chan struct{}){podFactory.Start, nadFactory.Start, allFactory.Start}
 	return c
 }
+
+// PodsIn lists the pods of namespace on every node, as slimPod keeps them: what a tenant's
+// VF quota counts.
+func (c *Cluster) PodsIn(namespace string) []*corev1.Pod { return podsIn(c.allPods, namespace) }
 
 // Run starts the informers and blocks until ctx ends.
 func (c *Cluster) Run(ctx context.Context) {

@@ -17,6 +17,13 @@ type Denial struct {
 	// Tenant is the tenant whose rule was broken: the pod's, or for a platform pod the one
 	// that owns the NAD; empty for a pod in a namespace several tenants select.
 	Tenant Name
+	// Field is the field that asks for what is refused: of the NAD's configuration
+	// ("plugins[1].master") or of the pod ("spec.containers[app].ports[0].hostPort"); empty
+	// when the refusal is about the network or the pod as a whole.
+	Field string
+	// Grant is the field of the Tenant's spec that would allow the request
+	// ("spec.nodeResources.masters"), or empty when none would.
+	Grant string
 	// Rule is the rule broken, with the offending values.
 	Rule string
 	// Fix says what would make the request allowed.
@@ -51,10 +58,12 @@ func (e *Denial) Error() string {
 // A pod in a namespace that several tenants select is denied outright. A pod of tenant T may
 // use the NADs in T's namespaces and those T lists in spec.sharedNetworks (a NAD in another
 // tenant's namespace, or the platform's, is not T's to use otherwise); every VLAN of those
-// NADs must be within T's ranges, every SR-IOV pool among T's pools, the VFs it requests
-// within T's quota, and it may not hold NET_ADMIN or its equivalents unless T allows it. A
-// NAD in one of T's namespaces must carry its configuration in spec.config. A platform pod
-// may use any NAD that is not in a tenant's namespace.
+// NADs must be within T's ranges, every SR-IOV pool among T's pools, and a NAD in a tenant's
+// namespace may ask of the node only what that tenant's spec.nodeResources grants (see
+// CheckNetwork). The pod may map only host ports T grants, request VFs only of T's pools and
+// only as many as T's quota leaves after its other pods, and it may not hold NET_ADMIN or its
+// equivalents unless T allows it. A NAD in one of T's namespaces must carry its configuration
+// in spec.config. A platform pod may use any NAD that is not in a tenant's namespace.
 func (d *Directory) CheckPod(r PodRequest) error {
 	pod := r.Namespace + "/" + r.Name
 	if by := d.claims[r.Namespace]; len(by) > 0 {
@@ -67,7 +76,7 @@ func (d *Directory) CheckPod(r PodRequest) error {
 		return d.checkPlatformPod(pod, r)
 	}
 	if r.NetAdmin != "" && !t.AllowNetAdmin {
-		return &Denial{Pod: pod, Tenant: t.Name,
+		return &Denial{Pod: pod, Tenant: t.Name, Grant: "spec.allowNetAdmin",
 			Rule: r.NetAdmin + ", and tenant pods may not change their own network",
 			Fix:  fmt.Sprintf("remove it, or set spec.allowNetAdmin of tenant %s", t.Name)}
 	}
@@ -76,31 +85,71 @@ func (d *Directory) CheckPod(r PodRequest) error {
 			n.Ref.Namespace = r.Namespace
 		}
 		if rule, fix := d.usable(t, n.Ref); rule != "" {
-			return &Denial{Pod: pod, Network: n.Ref.String(), Tenant: t.Name, Rule: rule, Fix: fix}
+			return &Denial{Pod: pod, Network: n.Ref.String(), Tenant: t.Name, Grant: "spec.sharedNetworks", Rule: rule, Fix: fix}
 		}
-		if rule, fix := d.networkRules(t, n); rule != "" {
-			return &Denial{Pod: pod, Network: n.Ref.String(), Tenant: t.Name, Rule: rule, Fix: fix}
+		if err := d.networkRules(t, n); err != nil {
+			err.Pod = pod
+			return err
+		}
+		if owner, ok := d.TenantOf(n.Ref.Namespace); ok {
+			if err := d.nodeRules(owner, n); err != nil {
+				err.Pod = pod
+				return err
+			}
 		}
 	}
-	if t.VFQuota >= 0 && r.VFs > t.VFQuota {
-		return &Denial{Pod: pod, Tenant: t.Name,
-			Rule: fmt.Sprintf("the pod requests %d SR-IOV VFs, more than the tenant's quota of %d", r.VFs, t.VFQuota),
-			Fix:  fmt.Sprintf("request at most %d, or raise spec.sriov.vfQuota of tenant %s", t.VFQuota, t.Name)}
+	for _, hp := range r.HostPorts {
+		if rule, fix, grant := hostPortRule(t, hp.Port, hp.Protocol); rule != "" {
+			return &Denial{Pod: pod, Tenant: t.Name, Field: hp.Field, Grant: grant, Rule: hp.Field + " " + rule, Fix: fix}
+		}
+	}
+	return d.checkVFs(pod, t, r)
+}
+
+// checkVFs decides the VFs a tenant's pod requests: only of the tenant's pools, and within
+// its quota together with those its other pods hold.
+func (d *Directory) checkVFs(pod string, t Tenant, r PodRequest) error {
+	vfs := 0
+	for _, pool := range sortedKeys(r.VFs) {
+		n := r.VFs[pool]
+		if !t.HasPool(pool) {
+			return &Denial{Pod: pod, Tenant: t.Name, Grant: "spec.sriov.pools",
+				Rule: fmt.Sprintf("the pod requests %d VFs of SR-IOV pool %s, which is not one of the tenant's pools (%s)", n, pool, listOr(t.SRIOVPools)),
+				Fix:  fmt.Sprintf("request VFs of one of the tenant's pools, or add %s to spec.sriov.pools of tenant %s", pool, t.Name)}
+		}
+		vfs += n
+	}
+	if vfs > 0 && t.VFQuota >= 0 && vfs+r.HeldVFs > t.VFQuota {
+		return &Denial{Pod: pod, Tenant: t.Name, Grant: "spec.sriov.vfQuota",
+			Rule: fmt.Sprintf("the pod requests %d SR-IOV VFs and the tenant's other pods hold %d: %d, more than the tenant's quota of %d",
+				vfs, r.HeldVFs, vfs+r.HeldVFs, t.VFQuota),
+			Fix: fmt.Sprintf("request at most %d, delete pods of the tenant that hold VFs, or raise spec.sriov.vfQuota of tenant %s",
+				max(t.VFQuota-r.HeldVFs, 0), t.Name)}
 	}
 	return nil
 }
 
 // CheckNetwork decides whether a NAD may exist as n describes it. A NAD in a tenant's
-// namespace must keep to the tenant's VLANs and SR-IOV pools, and carry its configuration in
-// spec.config; any other NAD is the platform's (or not yet any tenant's) and is allowed. It
-// returns nil or a *Denial.
+// namespace must keep to the tenant's VLANs and SR-IOV pools, carry its configuration in
+// spec.config, and ask of the node only what the tenant's spec.nodeResources grants: a master
+// for macvlan, ipvlan, vlan and macvtap (none named is the node's default-route interface); a
+// bridge for bridge (cni0 when it names none) and ovs, that no other tenant is granted; a
+// device for host-device, named in "device", that no other tenant is granted; host ports for
+// portmap, never the node's own (ReservedPort); any plugin type Loom does not know. Its
+// "type"s must be plain plugin names and it may not carry fields that reach into the node in
+// other ways (AskFixed). Every plugin counts: a list's, and those nested in "ipam",
+// "delegate" and "delegates". Any other NAD is the platform's (or not yet any tenant's) and
+// is allowed. It returns nil or a *Denial.
 func (d *Directory) CheckNetwork(n Network) error {
 	t, ok := d.TenantOf(n.Ref.Namespace)
 	if !ok {
 		return nil
 	}
-	if rule, fix := d.networkRules(t, n); rule != "" {
-		return &Denial{Network: n.Ref.String(), Tenant: t.Name, Rule: rule, Fix: fix}
+	if err := d.networkRules(t, n); err != nil {
+		return err
+	}
+	if err := d.nodeRules(t, n); err != nil {
+		return err
 	}
 	return nil
 }
@@ -146,36 +195,39 @@ func (d *Directory) usable(t Tenant, ref NetworkRef) (rule, fix string) {
 }
 
 // networkRules says why tenant t may not use NAD n for what its configuration asks (a node
-// configuration, VLANs, an SR-IOV pool), or returns "" if it may.
-func (d *Directory) networkRules(t Tenant, n Network) (rule, fix string) {
+// configuration, VLANs, an SR-IOV pool), or returns nil if it may.
+func (d *Directory) networkRules(t Tenant, n Network) *Denial {
+	deny := func(grant, rule, fix string) *Denial {
+		return &Denial{Network: n.Ref.String(), Tenant: t.Name, Grant: grant, Rule: rule, Fix: fix}
+	}
 	if n.NodeConfig && d.owner[n.Ref.Namespace] == t.Name {
-		return "the NAD has no spec.config and would take a configuration file from the nodes, which a tenant's NAD may not",
-			fmt.Sprintf("put the network's configuration in spec.config of %s", n.Ref)
+		return deny("", "the NAD has no spec.config and would take a configuration file from the nodes, which a tenant's NAD may not",
+			fmt.Sprintf("put the network's configuration in spec.config of %s", n.Ref))
 	}
 	for _, v := range n.VLANs {
 		if t.AllowsVLAN(v) {
 			continue
 		}
-		ranges := "none"
-		if len(t.VLANs) > 0 {
-			parts := make([]string, len(t.VLANs))
-			for i, r := range t.VLANs {
-				parts[i] = r.String()
-			}
-			ranges = strings.Join(parts, ", ")
+		parts := make([]string, len(t.VLANs))
+		for i, r := range t.VLANs {
+			parts[i] = r.String()
 		}
-		return fmt.Sprintf("VLAN %d is outside the tenant's VLANs (%s)", v, ranges),
-			fmt.Sprintf("use a NAD on one of the tenant's VLANs, or add %s to spec.vlans of tenant %s", strconv.Itoa(v), t.Name)
+		return deny("spec.vlans", fmt.Sprintf("VLAN %d is outside the tenant's VLANs (%s)", v, listOr(parts)),
+			fmt.Sprintf("use a NAD on one of the tenant's VLANs, or add %s to spec.vlans of tenant %s", strconv.Itoa(v), t.Name))
 	}
 	if n.ResourceName != "" && !t.HasPool(n.ResourceName) {
-		pools := "none"
-		if len(t.SRIOVPools) > 0 {
-			pools = strings.Join(t.SRIOVPools, ", ")
-		}
-		return fmt.Sprintf("the NAD uses SR-IOV pool %s, which is not one of the tenant's pools (%s)", n.ResourceName, pools),
-			fmt.Sprintf("use a NAD of one of the tenant's pools, or add %s to spec.sriov.pools of tenant %s", n.ResourceName, t.Name)
+		return deny("spec.sriov.pools",
+			fmt.Sprintf("the NAD uses SR-IOV pool %s, which is not one of the tenant's pools (%s)", n.ResourceName, listOr(t.SRIOVPools)),
+			fmt.Sprintf("use a NAD of one of the tenant's pools, or add %s to spec.sriov.pools of tenant %s", n.ResourceName, t.Name))
 	}
-	return "", ""
+	return nil
+}
+
+func listOr(items []string) string {
+	if len(items) == 0 {
+		return "none"
+	}
+	return strings.Join(items, ", ")
 }
 
 func joinNames(ns []Name) string {

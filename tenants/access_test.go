@@ -90,7 +90,7 @@ func TestCheckPod(t *testing.T) {
 			name: "any VLAN for a tenant without ranges", req: PodRequest{Namespace: "team-b", Name: "db", Networks: []Network{net("team-b/v", 10)}},
 			want: "pod team-b/db may not use network team-b/v: tenant b: VLAN 10 is outside the tenant's VLANs (none)", wantNet: "team-b/v", wantTenant: "b",
 		},
-		{name: "own SR-IOV pool", req: PodRequest{Namespace: "team-a", Name: "dpdk", VFs: 2, Networks: []Network{withPool(net("team-a/vf", 120), "loom.dev/pool_a")}}},
+		{name: "own SR-IOV pool", req: PodRequest{Namespace: "team-a", Name: "dpdk", VFs: map[string]int{"loom.dev/pool_a": 2}, Networks: []Network{withPool(net("team-a/vf", 120), "loom.dev/pool_a")}}},
 		{
 			name: "other SR-IOV pool", req: PodRequest{Namespace: "team-a", Name: "dpdk", Networks: []Network{withPool(net("team-a/vf"), "loom.dev/pool_b")}},
 			want:    "pod team-a/dpdk may not use network team-a/vf: tenant a: the NAD uses SR-IOV pool loom.dev/pool_b, which is not one of the tenant's pools (loom.dev/pool_a)",
@@ -102,11 +102,22 @@ func TestCheckPod(t *testing.T) {
 			wantNet: "team-b/vf", wantTenant: "b",
 		},
 		{
-			name: "VFs over the quota", req: PodRequest{Namespace: "team-a", Name: "dpdk", VFs: 3},
-			want:       "pod team-a/dpdk is not allowed: tenant a: the pod requests 3 SR-IOV VFs, more than the tenant's quota of 2 (fix: request at most 2, or raise spec.sriov.vfQuota of tenant a)",
+			name: "VFs over the quota", req: PodRequest{Namespace: "team-a", Name: "dpdk", VFs: map[string]int{"loom.dev/pool_a": 3}},
+			want:       "pod team-a/dpdk is not allowed: tenant a: the pod requests 3 SR-IOV VFs and the tenant's other pods hold 0: 3, more than the tenant's quota of 2 (fix: request at most 2, delete pods of the tenant that hold VFs, or raise spec.sriov.vfQuota of tenant a)",
 			wantTenant: "a",
 		},
-		{name: "VFs without a limit", req: PodRequest{Namespace: "team-b", Name: "x", VFs: 64}},
+		{
+			name: "VFs over the quota with the tenant's other pods", req: PodRequest{Namespace: "team-a", Name: "dpdk", VFs: map[string]int{"loom.dev/pool_a": 1}, HeldVFs: 2},
+			want:       "the pod requests 1 SR-IOV VFs and the tenant's other pods hold 2: 3, more than the tenant's quota of 2 (fix: request at most 0,",
+			wantTenant: "a",
+		},
+		{name: "VFs within the quota with the tenant's other pods", req: PodRequest{Namespace: "team-a", Name: "dpdk", VFs: map[string]int{"loom.dev/pool_a": 1}, HeldVFs: 1}},
+		{name: "no VFs when the tenant's other pods are over the quota", req: PodRequest{Namespace: "team-a", Name: "web", HeldVFs: 5}},
+		{
+			name: "VFs of a pool not the tenant's, without a NAD", req: PodRequest{Namespace: "team-b", Name: "x", VFs: map[string]int{"loom.dev/pool_a": 64}},
+			want:       "pod team-b/x is not allowed: tenant b: the pod requests 64 VFs of SR-IOV pool loom.dev/pool_a, which is not one of the tenant's pools (none) (fix: request VFs of one of the tenant's pools, or add loom.dev/pool_a to spec.sriov.pools of tenant b)",
+			wantTenant: "b",
+		},
 		{
 			name: "NET_ADMIN", req: PodRequest{Namespace: "team-a", Name: "web", NetAdmin: "container app adds NET_ADMIN"},
 			want:       "pod team-a/web is not allowed: tenant a: container app adds NET_ADMIN, and tenant pods may not change their own network (fix: remove it, or set spec.allowNetAdmin of tenant a)",
@@ -124,7 +135,7 @@ func TestCheckPod(t *testing.T) {
 			want: "pod disputed/x is not allowed: namespace disputed is selected by several tenants (c, d) and belongs to none (fix: change the namespace's labels",
 		},
 		{name: "platform pod, platform NAD", req: PodRequest{Namespace: "kube-system", Name: "dns", Networks: []Network{net("infra/other", 4000)}}},
-		{name: "platform pod, own namespace", req: PodRequest{Namespace: "kube-system", Name: "dns", Networks: []Network{withPool(net("/local"), "loom.dev/pool_z")}, VFs: 9}},
+		{name: "platform pod, own namespace", req: PodRequest{Namespace: "kube-system", Name: "dns", Networks: []Network{withPool(net("/local"), "loom.dev/pool_z")}, VFs: map[string]int{"loom.dev/pool_z": 9}}},
 		{name: "platform pod, NET_ADMIN", req: PodRequest{Namespace: "kube-system", Name: "loomd", NetAdmin: "hostNetwork"}},
 		{name: "pod in an unknown namespace is the platform's", req: PodRequest{Namespace: "new", Name: "x", Networks: []Network{net("infra/other")}}},
 		{
@@ -212,7 +223,8 @@ func TestCheckFollowsTheSpec(t *testing.T) {
 			VLANs:             []string{"10-19", "bogus"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "blue"}, Spec: Spec{
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "blue"}},
-			VLANs:             []string{"20-29"}}},
+			VLANs:             []string{"20-29"},
+			NodeResources:     &NodeResourcesSpec{Masters: []string{"eth0"}}}},
 	}
 	var ts []Tenant
 	for _, o := range objects {

@@ -20,6 +20,10 @@ type Directory struct {
 	claims  map[string][]Name
 	members map[Name][]string
 	known   map[string]bool
+	// bridges and hostDevices map every node interface granted as such to the tenants that
+	// grant it, sorted: one tenant may use it only when it is the only one.
+	bridges     map[string][]Name
+	hostDevices map[string][]Name
 }
 
 // NewDirectory builds the directory of the tenants ts over the namespaces given by name with
@@ -31,6 +35,9 @@ func NewDirectory(ts []Tenant, namespaces map[string]map[string]string) *Directo
 		claims:  map[string][]Name{},
 		members: map[Name][]string{},
 		known:   make(map[string]bool, len(namespaces)),
+
+		bridges:     map[string][]Name{},
+		hostDevices: map[string][]Name{},
 	}
 	for _, t := range ts {
 		if _, dup := d.tenants[t.Name]; dup {
@@ -43,6 +50,14 @@ func NewDirectory(ts []Tenant, namespaces map[string]map[string]string) *Directo
 		d.sorted = append(d.sorted, t)
 	}
 	slices.SortFunc(d.sorted, func(a, b Tenant) int { return cmp.Compare(a.Name, b.Name) })
+	for _, t := range d.sorted {
+		for _, b := range t.NodeResources.Bridges {
+			d.bridges[b] = append(d.bridges[b], t.Name)
+		}
+		for _, dev := range t.NodeResources.HostDevices {
+			d.hostDevices[dev] = append(d.hostDevices[dev], t.Name)
+		}
+	}
 
 	for ns, l := range namespaces {
 		d.known[ns] = true
@@ -123,6 +138,21 @@ func (d *Directory) Peers(a, b Name) bool {
 	ta, okA := d.tenants[a]
 	tb, okB := d.tenants[b]
 	return okA && okB && a != b && slices.Contains(ta.Peers, b) && slices.Contains(tb.Peers, a)
+}
+
+// SRIOVPools returns the SR-IOV pools that any tenant lists, sorted: resource names whose
+// devices are VFs, which a tenant's VF quota counts.
+func (d *Directory) SRIOVPools() []string {
+	var out []string
+	for _, t := range d.sorted {
+		for _, p := range t.SRIOVPools {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

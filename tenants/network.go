@@ -29,12 +29,15 @@ type Network struct {
 	// ResourceName is its SR-IOV pool (annotation k8s.v1.cni.cncf.io/resourceName), or "".
 	ResourceName string
 	// NodeConfig is true when the NAD has no spec.config: its configuration is a file on every
-	// node, unknown here, and VLANs is empty whatever that file says.
+	// node, unknown here, and VLANs and Asks are empty whatever that file says.
 	NodeConfig bool
+	// Asks are what its plugins ask of the node, in the order the configuration lists them.
+	Asks []NodeAsk
 }
 
 // NetworkOf describes nad for an access decision. It fails when spec.config is not a JSON
-// object or sets a VLAN key to something other than a VLAN ID.
+// object, lists plugins in something other than a list of objects, or sets a VLAN key to
+// something other than a VLAN ID.
 func NetworkOf(nad *nadv1.NetworkAttachmentDefinition) (Network, error) {
 	n := Network{
 		Ref:          NetworkRef{Namespace: nad.Namespace, Name: nad.Name},
@@ -44,22 +47,36 @@ func NetworkOf(nad *nadv1.NetworkAttachmentDefinition) (Network, error) {
 		n.NodeConfig = true
 		return n, nil
 	}
-	vlans, err := ConfigVLANs([]byte(nad.Spec.Config))
-	if err != nil {
-		return Network{}, fmt.Errorf("read VLANs of NetworkAttachmentDefinition %s: %w", n.Ref, err)
+	top, err := parseConfig([]byte(nad.Spec.Config))
+	if err == nil {
+		n.VLANs, err = configVLANs(top)
 	}
-	n.VLANs = vlans
+	if err == nil {
+		n.Asks, err = nodeAsks(top)
+	}
+	if err != nil {
+		return Network{}, fmt.Errorf("read configuration of NetworkAttachmentDefinition %s: %w", n.Ref, err)
+	}
 	return n, nil
 }
 
 // ConfigVLANs returns the VLAN IDs a CNI configuration (a single plugin's or a list's) asks
-// for, sorted and without duplicates. It reads, in the top-level object and in every plugin
-// of "plugins": "vlan" (bridge, macvlan-like, sriov, ovs) and "vlanId" (vlan), whose 0 means
-// untagged and is left out, and "vlanTrunk" (bridge) and "trunk" (ovs), lists of {"id"} or
-// {"minID", "maxID"}. Keys are matched regardless of case, as Go plugins decoding into a
-// struct match them. A value that is not a VLAN ID is an error rather than ignored: a plugin
-// might still read it.
+// for, sorted and without duplicates. It reads, in the top-level object, every plugin of
+// "plugins" and the plugins nested in them ("ipam", "delegate", "delegates"): "vlan"
+// (bridge, macvlan-like, sriov, ovs) and "vlanId" (vlan), whose 0 means untagged and is left
+// out, and "vlanTrunk" (bridge) and "trunk" (ovs), lists of {"id"} or {"minID", "maxID"}.
+// Keys are matched regardless of case, as Go plugins decoding into a struct match them. A
+// value that is not a VLAN ID is an error rather than ignored: a plugin might still read it.
 func ConfigVLANs(config []byte) ([]int, error) {
+	top, err := parseConfig(config)
+	if err != nil {
+		return nil, err
+	}
+	return configVLANs(top)
+}
+
+// parseConfig parses a configuration: one JSON object, numbers kept as written.
+func parseConfig(config []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(config))
 	dec.UseNumber()
 	var top any
@@ -73,27 +90,22 @@ func ConfigVLANs(config []byte) ([]int, error) {
 	if !ok {
 		return nil, errors.New("parse configuration: not a JSON object")
 	}
+	return obj, nil
+}
+
+func configVLANs(top map[string]any) ([]int, error) {
 	var seen [MaxVLAN + 1]bool
-	if err := objectVLANs(obj, &seen); err != nil {
+	err := configPlugins(top, func(path string, obj map[string]any) error {
+		if err := objectVLANs(obj, &seen); err != nil {
+			if path == "" {
+				return err
+			}
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
-	}
-	for k, v := range obj {
-		if !strings.EqualFold(k, "plugins") {
-			continue
-		}
-		plugins, ok := v.([]any)
-		if !ok {
-			return nil, fmt.Errorf("%q is not a list of plugin configurations", k)
-		}
-		for i, p := range plugins {
-			plugin, ok := p.(map[string]any)
-			if !ok {
-				return nil, fmt.Errorf("plugin %d is not a JSON object", i)
-			}
-			if err := objectVLANs(plugin, &seen); err != nil {
-				return nil, fmt.Errorf("plugin %d: %w", i, err)
-			}
-		}
 	}
 	var out []int
 	for v, ok := range seen {
@@ -204,15 +216,61 @@ type PodRequest struct {
 	// NetAdmin says why the pod could change its own network, as NetAdminReason returns it;
 	// "" if it cannot.
 	NetAdmin string
-	// VFs is the number of SR-IOV VFs the pod requests over all pools. A caller enforcing the
-	// quota over a whole tenant adds the VFs its other pods hold.
-	VFs int
+	// HostPorts are the node ports the pod asks to map: its containers' hostPorts
+	// (ContainerHostPorts) and the portMappings of its networks annotation.
+	HostPorts []HostPort
+	// VFs are the SR-IOV VFs the pod requests, by pool, as DeviceRequests counts them.
+	VFs map[string]int
+	// HeldVFs are the VFs the tenant's other pods hold (HeldVFs), which its quota counts
+	// with the pod's. Ignored when the pod requests no VFs.
+	HeldVFs int
+}
+
+// HostPort is a node port a pod asks to map, and where it asks.
+type HostPort struct {
+	// Field is where the pod asks: "spec.containers[app].ports[0].hostPort", or
+	// "k8s.v1.cni.cncf.io/networks[1].portMappings[0].hostPort".
+	Field    string
+	Port     int
+	Protocol string
+}
+
+// ContainerHostPorts returns the hostPorts of a pod's containers (init containers with
+// ports included): with a delegate default network that chains portmap, the kubelet maps
+// them on the node.
+func ContainerHostPorts(spec *corev1.PodSpec) []HostPort {
+	if spec == nil {
+		return nil
+	}
+	var out []HostPort
+	add := func(kind string, cs []corev1.Container) {
+		for _, c := range cs {
+			for i, p := range c.Ports {
+				if p.HostPort != 0 {
+					out = append(out, HostPort{Field: fmt.Sprintf("spec.%s[%s].ports[%d].hostPort", kind, c.Name, i),
+						Port: int(p.HostPort), Protocol: strings.ToLower(cmpOr(string(p.Protocol), "TCP"))})
+				}
+			}
+		}
+	}
+	add("initContainers", spec.InitContainers)
+	add("containers", spec.Containers)
+	return out
+}
+
+func cmpOr(s, dflt string) string {
+	if s == "" {
+		return dflt
+	}
+	return s
 }
 
 // NetAdminReason says why a pod with spec could change its own network and so lift the rules
 // on it: "hostNetwork", a container "is privileged", or a container "adds" NET_ADMIN,
-// SYS_ADMIN or ALL (with or without CAP_, in any case) to its capabilities. It returns "" if
-// none of these holds. Init and ephemeral containers count.
+// SYS_ADMIN, NET_RAW (raw sockets send frames past the pod's IP rules, and not every runtime
+// grants it by default) or ALL (with or without CAP_, in any case) to its capabilities. It
+// returns "" if none of these holds. Init and ephemeral containers count: an ephemeral one
+// added to a running pod (kubectl debug) as much as any other.
 func NetAdminReason(spec *corev1.PodSpec) string {
 	if spec == nil {
 		return ""
@@ -232,7 +290,7 @@ func NetAdminReason(spec *corev1.PodSpec) string {
 		}
 		for _, c := range sc.Capabilities.Add {
 			switch strings.TrimPrefix(strings.ToUpper(string(c)), "CAP_") {
-			case "NET_ADMIN", "SYS_ADMIN", "ALL":
+			case "NET_ADMIN", "SYS_ADMIN", "NET_RAW", "ALL":
 				return fmt.Sprintf("%s %s adds %s", kind, name, c)
 			}
 		}
@@ -256,33 +314,63 @@ func NetAdminReason(spec *corev1.PodSpec) string {
 	return ""
 }
 
-// CountResources returns how many units of the extended resources names a pod with spec
-// holds: per container the larger of its request and limit, summed over the containers,
-// or the largest of any init container if that is more, as the scheduler counts.
-func CountResources(spec *corev1.PodSpec, names []string) int {
+// DeviceRequests returns how many units of each extended resource that isVF reports as an
+// SR-IOV pool a pod with spec holds: per container the larger of its request and limit,
+// summed over the containers and restartable (sidecar) init containers, or the largest of
+// any other init container if that is more, as the scheduler counts. A pool the pod does not
+// request is left out.
+func DeviceRequests(spec *corev1.PodSpec, isVF func(resource string) bool) map[string]int {
+	out := map[string]int{}
 	if spec == nil {
-		return 0
+		return out
 	}
-	count := func(r corev1.ResourceRequirements) int64 {
-		var n int64
-		for _, name := range names {
-			q := r.Requests[corev1.ResourceName(name)]
-			l := r.Limits[corev1.ResourceName(name)]
-			n += max(q.Value(), l.Value())
+	count := func(r corev1.ResourceRequirements) map[string]int64 {
+		m := map[string]int64{}
+		for _, list := range []corev1.ResourceList{r.Requests, r.Limits} {
+			for name, q := range list {
+				if isVF(string(name)) {
+					m[string(name)] = max(m[string(name)], q.Value())
+				}
+			}
 		}
-		return n
+		return m
 	}
-	var sum, initMax int64
+	sum, initMax := map[string]int64{}, map[string]int64{}
 	for _, c := range spec.Containers {
-		sum += count(c.Resources)
+		for name, n := range count(c.Resources) {
+			sum[name] += n
+		}
 	}
 	for _, c := range spec.InitContainers {
-		n := count(c.Resources)
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			sum += n // a sidecar keeps its devices while the containers run
+		for name, n := range count(c.Resources) {
+			if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+				sum[name] += n // a sidecar keeps its devices while the containers run
+				continue
+			}
+			initMax[name] = max(initMax[name], n)
+		}
+	}
+	for _, m := range []map[string]int64{sum, initMax} {
+		for name := range m {
+			if v := max(sum[name], initMax[name]); v > 0 {
+				out[name] = int(v)
+			}
+		}
+	}
+	return out
+}
+
+// HeldVFs counts the SR-IOV VFs that pods hold, as DeviceRequests counts them: the pods
+// that have not finished (a pod being deleted keeps its VFs until its containers stop).
+func HeldVFs(pods []*corev1.Pod, isVF func(resource string) bool) int {
+	n := 0
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		initMax = max(initMax, n)
+		for _, v := range DeviceRequests(&p.Spec, isVF) {
+			n += v
+		}
 	}
-	return int(max(sum, initMax))
+	return n
 }

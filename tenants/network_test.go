@@ -2,6 +2,7 @@ package tenants
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,11 +53,13 @@ func TestNetworkOf(t *testing.T) {
 		{name: "vlan fraction", config: `{"type":"sriov","vlan":1.5}`, wantErr: "1.5 is not a VLAN ID"},
 		{name: "vlan huge", config: `{"type":"sriov","vlan":1e400}`, wantErr: "not a VLAN ID"},
 		{name: "plugins not a list", config: `{"plugins":{"type":"sriov"}}`, wantErr: "not a list"},
-		{name: "plugin not an object", config: `{"plugins":["sriov"]}`, wantErr: "plugin 0 is not a JSON object"},
-		{name: "bad vlan in plugin", config: `{"plugins":[{"type":"a"},{"type":"vlan","vlanId":true}]}`, wantErr: `plugin 1: "vlanId": true is not a VLAN ID`},
+		{name: "plugin not an object", config: `{"plugins":["sriov"]}`, wantErr: "plugins[0] is not a JSON object"},
+		{name: "bad vlan in plugin", config: `{"plugins":[{"type":"a"},{"type":"vlan","vlanId":true}]}`, wantErr: `plugins[1]: "vlanId": true is not a VLAN ID`},
 		{name: "trunk not a list", config: `{"type":"bridge","vlanTrunk":5}`, wantErr: "not a list of trunk entries"},
 		{name: "trunk id 0", config: `{"type":"bridge","vlanTrunk":[{"id":0}]}`, wantErr: "0 is not a VLAN ID"},
 		{name: "trunk half range", config: `{"type":"bridge","vlanTrunk":[{"minID":3}]}`, wantErr: "entry 0 is not an id"},
+		{name: "nested vlan", config: `{"type":"meta","delegates":[{"type":"sriov","vlan":12}],"delegate":{"type":"bridge","ipam":{"type":"x","VLAN":13}}}`, want: []int{12, 13}},
+		{name: "delegates not a list", config: `{"type":"meta","delegates":{"type":"sriov"}}`, wantErr: `"delegates" is not a list`},
 		{name: "trunk reversed", config: `{"type":"bridge","vlanTrunk":[{"minID":30,"maxID":3}]}`, wantErr: "entry 0 is not an id"},
 	}
 	for _, tt := range tests {
@@ -103,7 +106,8 @@ func TestNetAdminReason(t *testing.T) {
 	}{
 		{name: "nil", spec: nil},
 		{name: "plain", spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}},
-		{name: "harmless caps", spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "app", SecurityContext: caps("NET_RAW", "NET_BIND_SERVICE")}}}},
+		{name: "harmless caps", spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "app", SecurityContext: caps("NET_BIND_SERVICE", "CHOWN")}}}},
+		{name: "net raw", spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "x", SecurityContext: caps("NET_RAW")}}}, want: "container x adds NET_RAW"},
 		{name: "privileged false", spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "app", SecurityContext: &corev1.SecurityContext{Privileged: ptr(false)}}}}},
 		{name: "host network", spec: &corev1.PodSpec{HostNetwork: true, Containers: []corev1.Container{{Name: "app"}}}, want: "hostNetwork"},
 		{name: "net admin", spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "a"}, {Name: "x", SecurityContext: caps("NET_ADMIN")}}}, want: "container x adds NET_ADMIN"},
@@ -128,7 +132,7 @@ func TestNetAdminReason(t *testing.T) {
 	}
 }
 
-func TestCountResources(t *testing.T) {
+func TestDeviceRequests(t *testing.T) {
 	vf := func(req, lim int64) corev1.ResourceRequirements {
 		r := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
 		if req > 0 {
@@ -137,21 +141,47 @@ func TestCountResources(t *testing.T) {
 		if lim > 0 {
 			r.Limits["loom.dev/a"] = *resource.NewQuantity(lim, resource.DecimalSI)
 		}
+		r.Limits["example.com/gpu"] = *resource.NewQuantity(1, resource.DecimalSI)
 		return r
 	}
+	isVF := func(name string) bool { return name == "loom.dev/a" || name == "loom.dev/b" }
 	always := corev1.ContainerRestartPolicyAlways
 	spec := &corev1.PodSpec{
 		Containers:     []corev1.Container{{Resources: vf(1, 1)}, {Resources: vf(0, 2)}},
 		InitContainers: []corev1.Container{{Resources: vf(2, 0)}, {Resources: vf(1, 1), RestartPolicy: &always}},
 	}
-	if got := CountResources(spec, []string{"loom.dev/a", "loom.dev/b"}); got != 4 {
-		t.Errorf("CountResources() = %d, want 4 (1 + 2 + a sidecar's 1)", got)
+	if got := DeviceRequests(spec, isVF); len(got) != 1 || got["loom.dev/a"] != 4 {
+		t.Errorf("DeviceRequests() = %v, want loom.dev/a: 4 (1 + 2 + a sidecar's 1)", got)
 	}
 	spec.InitContainers[0].Resources = vf(7, 7)
-	if got := CountResources(spec, []string{"loom.dev/a"}); got != 7 {
-		t.Errorf("CountResources() = %d, want 7 (an init container's)", got)
+	if got := DeviceRequests(spec, isVF); got["loom.dev/a"] != 7 {
+		t.Errorf("DeviceRequests() = %v, want loom.dev/a: 7 (an init container's)", got)
 	}
-	if got := CountResources(spec, nil); got != 0 {
-		t.Errorf("CountResources(no names) = %d", got)
+	if got := DeviceRequests(spec, func(string) bool { return false }); len(got) != 0 {
+		t.Errorf("DeviceRequests(no pools) = %v", got)
+	}
+	spec.Containers[0].Resources.Limits["loom.dev/b"] = *resource.NewQuantity(2, resource.DecimalSI)
+	if got := DeviceRequests(spec, isVF); got["loom.dev/b"] != 2 || got["loom.dev/a"] != 7 {
+		t.Errorf("DeviceRequests(two pools) = %v", got)
+	}
+	pods := []*corev1.Pod{{Spec: *spec}, {Spec: *spec, Status: corev1.PodStatus{Phase: corev1.PodSucceeded}},
+		{Spec: corev1.PodSpec{Containers: []corev1.Container{{Resources: vf(0, 3)}}}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}}
+	if got := HeldVFs(pods, isVF); got != 7+2+3 {
+		t.Errorf("HeldVFs() = %d, want 12: the finished pod holds none", got)
+	}
+}
+
+func TestContainerHostPorts(t *testing.T) {
+	spec := &corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: "init", Ports: []corev1.ContainerPort{{ContainerPort: 1, HostPort: 4789, Protocol: corev1.ProtocolUDP}}}},
+		Containers:     []corev1.Container{{Name: "app", Ports: []corev1.ContainerPort{{ContainerPort: 80}, {ContainerPort: 8080, HostPort: 30001}}}},
+	}
+	got := ContainerHostPorts(spec)
+	want := []HostPort{
+		{Field: "spec.initContainers[init].ports[0].hostPort", Port: 4789, Protocol: "udp"},
+		{Field: "spec.containers[app].ports[1].hostPort", Port: 30001, Protocol: "tcp"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("ContainerHostPorts() = %+v, want %+v", got, want)
 	}
 }

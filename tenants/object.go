@@ -49,16 +49,44 @@ type Spec struct {
 	// Peers are the tenants whose pods this tenant's pods may talk to; traffic flows only
 	// between tenants that name each other.
 	Peers []string `json:"peers,omitempty"`
-	// AllowNetAdmin lets the tenant's pods run with NET_ADMIN (or SYS_ADMIN, privileged,
-	// hostNetwork): with it they can lift the rules on their own interfaces.
+	// AllowNetAdmin lets the tenant's pods run with NET_ADMIN (or SYS_ADMIN, NET_RAW,
+	// privileged, hostNetwork): with it they can lift the rules on their own interfaces.
 	AllowNetAdmin bool `json:"allowNetAdmin,omitempty"`
+	// NodeResources are the parts of the nodes the tenant's NADs may act on. Without them a
+	// tenant's NAD may not bridge, move or take over a node device, map a host port, or run a
+	// plugin Loom does not know to keep to the pod.
+	NodeResources *NodeResourcesSpec `json:"nodeResources,omitempty"`
+}
+
+// NodeResourcesSpec grants a tenant's NADs parts of the nodes. Interfaces are named as on
+// every node; names Loom uses itself (lo, cni0 and every name starting with loom) cannot be
+// granted.
+type NodeResourcesSpec struct {
+	// Masters are the node interfaces the tenant's macvlan, ipvlan, vlan and macvtap NADs may
+	// use as their master. Several tenants may share one master: they then share its L2
+	// segment, on which Loom's rules keep them apart.
+	Masters []string `json:"masters,omitempty"`
+	// Bridges are the node bridges the tenant's bridge and ovs NADs may join (the bridge
+	// plugin creates one that does not exist). A bridge granted to two tenants is neither's.
+	Bridges []string `json:"bridges,omitempty"`
+	// HostDevices are the node interfaces the tenant's host-device NADs may move into a pod.
+	// A device granted to two tenants is neither's.
+	HostDevices []string `json:"hostDevices,omitempty"`
+	// HostPorts are the node ports, "30000-30100" or "8080", the tenant's pods may map with
+	// portmap or a container's hostPort, for every protocol. Loom's and the node's own ports
+	// are never mapped, even within a range.
+	HostPorts []string `json:"hostPorts,omitempty"`
+	// Plugins are the plugin types, beyond those Loom knows to keep to the pod, that the
+	// tenant's NADs may use: the platform admin vouches that they cannot act on the node.
+	Plugins []string `json:"plugins,omitempty"`
 }
 
 // SRIOVSpec is the SR-IOV part of a Tenant's spec.
 type SRIOVSpec struct {
 	// Pools are the resource names of the pools, such as loom.dev/sriov_net_a.
 	Pools []string `json:"pools,omitempty"`
-	// VFQuota is the most VFs a request may hold; nil for no limit.
+	// VFQuota is the most VFs the tenant's pods may hold together, counting every SR-IOV
+	// resource their containers request; nil for no limit.
 	VFQuota *int `json:"vfQuota,omitempty"`
 }
 

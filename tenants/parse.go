@@ -24,12 +24,14 @@ type Tenant struct {
 	// VLANs are sorted and merged: no two overlap or touch.
 	VLANs      []VLANRange
 	SRIOVPools []string
-	// VFQuota is the most SR-IOV VFs a request may hold; -1 for no limit.
+	// VFQuota is the most SR-IOV VFs the tenant's pods may hold together; -1 for no limit.
 	VFQuota      int
 	AddressPools []AddressPool
 	Peers        []Name
 	// AllowNetAdmin lets the tenant's pods hold NET_ADMIN and its equivalents.
 	AllowNetAdmin bool
+	// NodeResources are the parts of the nodes its NADs may act on.
+	NodeResources NodeResources
 }
 
 // AllowsVLAN reports whether v is within one of t's VLAN ranges.
@@ -146,8 +148,8 @@ func (p Problem) Error() string { return p.Field + ": " + p.Message }
 func (p Problem) String() string { return p.Error() }
 
 // Parse validates o into a Tenant. Problems never make a tenant wider: an entry that does not
-// parse is left out (fewer VLANs, pools, shared networks, peers), a negative VF quota is zero,
-// and a selector that is missing, malformed or empty selects no namespace.
+// parse is left out (fewer VLANs, pools, shared networks, peers, node resources), a negative
+// VF quota is zero, and a selector that is missing, malformed or empty selects no namespace.
 func Parse(o *Object) (Tenant, []Problem) {
 	p := &parser{}
 	t := Tenant{
@@ -181,6 +183,7 @@ func Parse(o *Object) (Tenant, []Problem) {
 		t.SRIOVPools, t.VFQuota = p.sriov(o.Spec.SRIOV)
 	}
 	t.AddressPools = p.addressPools(o.Spec.AddressPools)
+	t.NodeResources = p.nodeResources(o.Spec.NodeResources)
 	for i, s := range o.Spec.Peers {
 		switch {
 		case len(validation.IsDNS1123Label(s)) > 0:
