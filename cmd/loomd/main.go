@@ -116,6 +116,8 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 		if settings, verr = cfg.PrimaryNetwork.Validate(); verr != nil {
 			return verr
 		}
+		// The VXLAN guard table is written with the same nft as the policy rules.
+		settings.Nft = cfg.Policy.Nft
 		primary = fabric.NewNetwork(settings, cfg.NodeName, kube, dyn, alloc, log)
 		kinds[fabric.Kind] = primary.Attachment()
 	}
