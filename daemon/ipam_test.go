@@ -40,6 +40,16 @@ func (f *fakeAllocator) Allocate(_ context.Context, pool ipam.Pool, o ipam.Owner
 	return a, netip.PrefixFrom(a, 28).Masked(), nil
 }
 
+func (f *fakeAllocator) AllocateAddr(_ context.Context, pool ipam.Pool, o ipam.Owner, addr netip.Addr) (netip.Addr, netip.Prefix, error) {
+	if f.failWith != nil {
+		return netip.Addr{}, netip.Prefix{}, f.failWith
+	}
+	key := o.ContainerID + "/" + o.Ifname
+	f.owners[key], f.addrs[key] = o, addr
+	f.pools = append(f.pools, pool.Name)
+	return addr, netip.PrefixFrom(addr, 28).Masked(), nil
+}
+
 func (f *fakeAllocator) Release(_ context.Context, containerID, ifname string) error {
 	delete(f.addrs, containerID+"/"+ifname)
 	return f.failWith
