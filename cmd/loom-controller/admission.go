@@ -46,18 +46,38 @@ type directorySource interface {
 type admission struct {
 	dirs directorySource
 	nads nadlisters.NetworkAttachmentDefinitionLister
-	log  *slog.Logger
+	// pods lists the pods of a namespace, as slimPod keeps them: the VFs a tenant's pods hold.
+	pods func(namespace string) []*corev1.Pod
+	// nadPools lists the SR-IOV pools NADs name in their resourceName annotation.
+	nadPools func() []string
+	log      *slog.Logger
 }
 
-// pod decides the creation of a pod: the networks it asks for, the VFs it requests and
-// whether it asks for NET_ADMIN or an equivalent.
+// subresourceEphemeral is the subresource through which containers are added to a running
+// pod (kubectl debug).
+const subresourceEphemeral = "ephemeralcontainers"
+
+// pod decides what changes a pod's networks or privileges: its creation (the networks it asks
+// for, the host ports it maps, the VFs it requests and whether it asks for NET_ADMIN or an
+// equivalent), an update of its networks annotations (the networks and host ports it now asks
+// for), and ephemeral containers added to it (whether they ask for NET_ADMIN).
 func (a *admission) pod(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	if req.Operation != admissionv1.Create {
+	create := req.Operation == admissionv1.Create && req.SubResource == ""
+	update := req.Operation == admissionv1.Update && (req.SubResource == "" || req.SubResource == subresourceEphemeral)
+	if !create && !update {
 		return allowed()
 	}
-	var pod corev1.Pod
+	var pod, old corev1.Pod
 	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
 		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, fmt.Sprintf("decode pod: %v", err))
+	}
+	if update {
+		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+			return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, fmt.Sprintf("decode the pod's old version: %v", err))
+		}
+		if req.SubResource == "" && !networksChanged(&old, &pod) {
+			return allowed()
+		}
 	}
 	ns := cmp.Or(pod.Namespace, req.Namespace)
 	name := podName(&pod, req)
@@ -68,7 +88,13 @@ func (a *admission) pod(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		return denied(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
 			fmt.Sprintf("pod %s/%s: %v; try again", ns, name, err))
 	}
-	r, err := a.podRequest(&pod, ns, name)
+	var r tenants.PodRequest
+	switch {
+	case req.SubResource == subresourceEphemeral:
+		r = tenants.PodRequest{Namespace: ns, Name: name, NetAdmin: tenants.NetAdminReason(&corev1.PodSpec{EphemeralContainers: added(&old, &pod)})}
+	default:
+		r, err = a.podRequest(dir, &pod, ns, name, create)
+	}
 	if err != nil {
 		if dir.Platform(ns) {
 			log.Debug("admitted platform pod whose networks do not parse; CNI ADD reports it", "error", err)
@@ -78,11 +104,34 @@ func (a *admission) pod(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
 	}
 	if err := dir.CheckPod(r); err != nil {
-		log.Info("denied pod", denialAttrs(err, true)...)
+		log.Info("denied pod", append(denialAttrs(err, true), "operation", string(req.Operation), "subresource", req.SubResource)...)
 		return denied(http.StatusForbidden, metav1.StatusReasonForbidden, err.Error())
 	}
-	log.Debug("admitted pod", "networks", len(r.Networks), "vfs", r.VFs)
+	log.Debug("admitted pod", "operation", string(req.Operation), "subresource", req.SubResource, "networks", len(r.Networks), "vfs", r.VFs)
 	return allowed()
+}
+
+// networksChanged reports whether an update changes the annotations that select a pod's
+// networks.
+func networksChanged(old, cur *corev1.Pod) bool {
+	for _, k := range []string{nadv1.NetworkAttachmentAnnot, npwg.DefaultNetworkAnnot} {
+		if old.Annotations[k] != cur.Annotations[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// added returns the ephemeral containers of cur that old does not have, by name: those an
+// update of the ephemeralcontainers subresource adds.
+func added(old, cur *corev1.Pod) []corev1.EphemeralContainer {
+	var out []corev1.EphemeralContainer
+	for _, c := range cur.Spec.EphemeralContainers {
+		if !slices.ContainsFunc(old.Spec.EphemeralContainers, func(o corev1.EphemeralContainer) bool { return o.Name == c.Name }) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // podName names a pod in messages: its name, or for one the API server has yet to name,
@@ -99,39 +148,72 @@ func podName(pod *corev1.Pod, req *admissionv1.AdmissionRequest) string {
 	return "(unnamed)"
 }
 
-// podRequest gathers what CheckPod needs from a pod and the NAD cache: its networks
-// (the default-network override first, then its networks annotation), the VFs it requests
-// from their pools and why it would hold NET_ADMIN. A NAD the cache does not hold (it may
-// not exist yet) is decided by its namespace alone; CNI ADD checks it again.
-func (a *admission) podRequest(pod *corev1.Pod, ns, name string) (tenants.PodRequest, error) {
-	r := tenants.PodRequest{Namespace: ns, Name: name, NetAdmin: tenants.NetAdminReason(&pod.Spec)}
-	var sels []npwg.Selection
+// podRequest gathers what CheckPod needs from a pod and the caches: its networks (the
+// default-network override first, then its networks annotation) and the host ports their
+// portMappings ask for. For a pod being created also: why it would hold NET_ADMIN, its
+// containers' host ports, the VFs it requests and those its tenant's other pods hold. An
+// update cannot change those (they are immutable), so it is judged on its networks alone. A
+// NAD the cache does not hold (it may not exist yet) is decided by its namespace alone; CNI
+// ADD checks it again.
+func (a *admission) podRequest(dir *tenants.Directory, pod *corev1.Pod, ns, name string, create bool) (tenants.PodRequest, error) {
+	r := tenants.PodRequest{Namespace: ns, Name: name}
+	type annotated struct {
+		key string
+		sel []npwg.Selection
+	}
+	var sels []annotated
 	if v := pod.Annotations[npwg.DefaultNetworkAnnot]; strings.TrimSpace(v) != "" {
 		override, err := npwg.ParseNetworks(v, systemNamespace)
 		if err != nil {
 			return r, fmt.Errorf("pod %s/%s: annotation %s: %w", ns, name, npwg.DefaultNetworkAnnot, err)
 		}
-		sels = append(sels, override...)
+		sels = append(sels, annotated{npwg.DefaultNetworkAnnot, override})
 	}
 	networks, err := npwg.ParseNetworks(pod.Annotations[nadv1.NetworkAttachmentAnnot], ns)
 	if err != nil {
 		return r, fmt.Errorf("pod %s/%s: %w", ns, name, err)
 	}
-	sels = append(sels, networks...)
-	var pools []string
-	for _, s := range sels {
-		n := tenants.Network{Ref: tenants.NetworkRef{Namespace: s.Namespace, Name: s.Name}}
-		if nad, err := a.nads.NetworkAttachmentDefinitions(s.Namespace).Get(s.Name); err == nil {
-			if n, err = tenants.NetworkOf(nad); err != nil {
-				return r, fmt.Errorf("pod %s/%s: network %s: %w", ns, name, s.Ref(), err)
+	sels = append(sels, annotated{nadv1.NetworkAttachmentAnnot, networks})
+	for _, group := range sels {
+		for i, s := range group.sel {
+			n := tenants.Network{Ref: tenants.NetworkRef{Namespace: s.Namespace, Name: s.Name}}
+			if nad, err := a.nads.NetworkAttachmentDefinitions(s.Namespace).Get(s.Name); err == nil {
+				if n, err = tenants.NetworkOf(nad); err != nil {
+					return r, fmt.Errorf("pod %s/%s: network %s: %w", ns, name, s.Ref(), err)
+				}
 			}
-			if n.ResourceName != "" && !slices.Contains(pools, n.ResourceName) {
-				pools = append(pools, n.ResourceName)
+			r.Networks = append(r.Networks, n)
+			for j, pm := range s.PortMappings {
+				r.HostPorts = append(r.HostPorts, tenants.HostPort{
+					Field: fmt.Sprintf("%s[%d].portMappings[%d].hostPort", group.key, i, j), Port: pm.HostPort, Protocol: cmp.Or(strings.ToLower(pm.Protocol), "tcp")})
 			}
 		}
-		r.Networks = append(r.Networks, n)
 	}
-	r.VFs = tenants.CountResources(&pod.Spec, pools)
+	if !create {
+		return r, nil
+	}
+	r.NetAdmin = tenants.NetAdminReason(&pod.Spec)
+	r.HostPorts = append(tenants.ContainerHostPorts(&pod.Spec), r.HostPorts...)
+	pools := map[string]bool{}
+	for _, p := range dir.SRIOVPools() {
+		pools[p] = true
+	}
+	for _, p := range a.nadPools() {
+		pools[p] = true
+	}
+	isVF := func(resource string) bool { return pools[resource] }
+	r.VFs = tenants.DeviceRequests(&pod.Spec, isVF)
+	if t, ok := dir.TenantOf(ns); ok && len(r.VFs) > 0 && t.VFQuota >= 0 {
+		var others []*corev1.Pod
+		for _, member := range dir.Members(t.Name) {
+			for _, p := range a.pods(member) {
+				if member != ns || p.Name != pod.Name || pod.Name == "" {
+					others = append(others, p)
+				}
+			}
+		}
+		r.HeldVFs = tenants.HeldVFs(others, isVF)
+	}
 	return r, nil
 }
 

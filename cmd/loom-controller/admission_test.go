@@ -49,13 +49,16 @@ func tenantObject(name string, spec tenants.Spec) *tenants.Object {
 	return &tenants.Object{ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1}, Spec: spec}
 }
 
-// fixtureTenants: a owns ta (VLANs 100-199, pool loom.dev/sriov_a with a quota of 2 VFs), b
-// owns tb; kube-system and plain are the platform's.
+// fixtureTenants: a owns ta (VLANs 100-199, pool loom.dev/sriov_a with a quota of 3 VFs,
+// master eth0, bridge br-a, host device ens2f1, host ports 30000-30100), b owns tb (bridge
+// br-b); kube-system and plain are the platform's.
 func fixtureTenants() []*tenants.Object {
 	return []*tenants.Object{
 		tenantObject("a", tenants.Spec{VLANs: []string{"100-199"},
-			SRIOV: &tenants.SRIOVSpec{Pools: []string{"loom.dev/sriov_a"}, VFQuota: intPtr(2)}}),
-		tenantObject("b", tenants.Spec{}),
+			SRIOV: &tenants.SRIOVSpec{Pools: []string{"loom.dev/sriov_a"}, VFQuota: intPtr(3)},
+			NodeResources: &tenants.NodeResourcesSpec{Masters: []string{"eth0"}, Bridges: []string{"br-a"},
+				HostDevices: []string{"ens2f1"}, HostPorts: []string{"30000-30100"}}}),
+		tenantObject("b", tenants.Spec{NodeResources: &tenants.NodeResourcesSpec{Bridges: []string{"br-b"}}}),
 	}
 }
 
@@ -99,15 +102,37 @@ func nadLister(t *testing.T, nads ...*nadv1.NetworkAttachmentDefinition) nadlist
 	return nadlisters.NewNetworkAttachmentDefinitionLister(idx)
 }
 
-// fixtureAdmission decides with fixtureTenants and these NADs: ta/net-a (VLAN 150), ta/sriov-a
-// (pool loom.dev/sriov_a), tb/net-b, plain/shared and kube-system/alt.
+// fixturePods are the pods the caches hold: ta/holder holds one VF of loom.dev/sriov_a,
+// ta/done held two and has finished; tb/big holds five of its own.
+func fixturePods() []*corev1.Pod {
+	done := pod("ta", "done", vfs(2))
+	done.Status.Phase = corev1.PodSucceeded
+	big := pod("tb", "big", vfs(5))
+	return []*corev1.Pod{pod("ta", "holder", vfs(1)), done, big}
+}
+
+// fixtureAdmission decides with fixtureTenants, fixturePods and these NADs: ta/net-a (VLAN
+// 150), ta/sriov-a (pool loom.dev/sriov_a), tb/net-b, tb/sriov-b (pool loom.dev/sriov_b),
+// plain/shared and kube-system/alt.
 func fixtureAdmission(t *testing.T) *admission {
+	pods := fixturePods()
 	return &admission{
-		dirs: fixedDirectory{directoryOf(t, fixtureTenants(), fixtureNamespaces)},
+		pods: func(ns string) []*corev1.Pod {
+			var out []*corev1.Pod
+			for _, p := range pods {
+				if p.Namespace == ns {
+					slim, _ := slimPod(p)
+					out = append(out, slim.(*corev1.Pod))
+				}
+			}
+			return out
+		},
+		nadPools: func() []string { return []string{"loom.dev/sriov_a", "loom.dev/sriov_b"} },
+		dirs:     fixedDirectory{directoryOf(t, fixtureTenants(), fixtureNamespaces)},
 		nads: nadLister(t,
 			nad("ta", "net-a", macvlanVLAN(150), nil),
 			nad("ta", "sriov-a", `{"cniVersion":"1.0.0","type":"sriov"}`, map[string]string{tenants.ResourceNameAnnotation: "loom.dev/sriov_a"}),
-			nad("tb", "net-b", `{"cniVersion":"1.0.0","type":"bridge"}`, nil),
+			nad("tb", "net-b", `{"cniVersion":"1.0.0","type":"bridge","bridge":"br-b"}`, nil),
 			nad("plain", "shared", `{"cniVersion":"1.0.0","type":"bridge"}`, nil),
 			nad("kube-system", "alt", `{"cniVersion":"1.0.0","type":"bridge"}`, nil),
 		),
@@ -126,6 +151,23 @@ func annotation(k, v string) podOpt { return func(p *corev1.Pod) { p.Annotations
 func netAdmin(p *corev1.Pod) {
 	p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
 		Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}
+}
+
+func hostPort(port int32, proto corev1.Protocol) podOpt {
+	return func(p *corev1.Pod) {
+		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: port, Protocol: proto}}
+	}
+}
+
+// debugged adds an ephemeral container to a pod, as kubectl debug does, with capabilities.
+func debugged(caps ...corev1.Capability) podOpt {
+	return func(p *corev1.Pod) {
+		c := corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox"}}
+		if len(caps) > 0 {
+			c.SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: caps}}
+		}
+		p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, c)
+	}
 }
 
 func vfs(n int64) podOpt {
@@ -156,15 +198,28 @@ var (
 // reviewOf is the AdmissionReview the API server sends about obj.
 func reviewOf(t *testing.T, kind metav1.GroupVersionKind, op admissionv1.Operation, ns string, obj any) []byte {
 	t.Helper()
+	return updateReviewOf(t, kind, op, "", ns, nil, obj)
+}
+
+// updateReviewOf is the AdmissionReview the API server sends about obj, of subresource sub,
+// replacing old (nil: none).
+func updateReviewOf(t *testing.T, kind metav1.GroupVersionKind, op admissionv1.Operation, sub, ns string, old, obj any) []byte {
+	t.Helper()
 	raw, err := json.Marshal(obj)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var oldRaw []byte
+	if old != nil {
+		if oldRaw, err = json.Marshal(old); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
-			UID: types.UID("req-" + t.Name()), Kind: kind, Operation: op, Namespace: ns,
-			Object: runtime.RawExtension{Raw: raw},
+			UID: types.UID("req-" + t.Name()), Kind: kind, Operation: op, Namespace: ns, SubResource: sub,
+			Object: runtime.RawExtension{Raw: raw}, OldObject: runtime.RawExtension{Raw: oldRaw},
 		},
 	})
 	if err != nil {
@@ -320,9 +375,21 @@ func TestAdmitPod(t *testing.T) {
 			want: verdict{403, []string{"ta/p", "NET_ADMIN", "tenant a"}}},
 		{name: "tenant pod on a platform default network", pod: pod("ta", "p", annotation(npwg.DefaultNetworkAnnot, "alt")),
 			want: verdict{403, []string{"ta/p", "kube-system/alt"}}},
-		{name: "tenant pod within its VF quota", pod: pod("ta", "p", networks("sriov-a"), vfs(2)), want: verdict{}},
-		{name: "tenant pod over its VF quota", pod: pod("ta", "p", networks("sriov-a"), vfs(3)),
-			want: verdict{403, []string{"ta/p", "3 SR-IOV VFs", "quota of 2"}}},
+		{name: "tenant pod within its VF quota with its other pods", pod: pod("ta", "p", networks("sriov-a"), vfs(2)), want: verdict{}},
+		{name: "tenant pod over its VF quota with its other pods", pod: pod("ta", "p", networks("sriov-a"), vfs(3)),
+			want: verdict{403, []string{"ta/p", "3 SR-IOV VFs and the tenant's other pods hold 1: 4", "quota of 3", "spec.sriov.vfQuota"}}},
+		{name: "tenant pod over its VF quota without a NAD", pod: pod("ta", "p", vfs(3)),
+			want: verdict{403, []string{"ta/p", "hold 1: 4", "quota of 3"}}},
+		{name: "tenant pod asking for VFs of a pool not its tenant's", pod: pod("ta", "p", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{"loom.dev/sriov_b": *resource.NewQuantity(1, resource.DecimalSI)}
+		}), want: verdict{403, []string{"ta/p", "1 VFs of SR-IOV pool loom.dev/sriov_b", "spec.sriov.pools"}}},
+		{name: "tenant pod with a hostPort in its grant", pod: pod("ta", "p", hostPort(30010, corev1.ProtocolTCP)), want: verdict{}},
+		{name: "tenant pod with a hostPort on VXLAN's port", pod: pod("ta", "p", hostPort(4789, corev1.ProtocolUDP)),
+			want: verdict{403, []string{"ta/p", "spec.containers[app].ports[0].hostPort", "4789/udp", "never a tenant's"}}},
+		{name: "tenant pod mapping a port outside its grant through the annotation",
+			pod:  pod("ta", "p", networks(`[{"name":"net-a","portMappings":[{"hostPort":8080,"containerPort":80}]}]`)),
+			want: verdict{403, []string{"ta/p", "k8s.v1.cni.cncf.io/networks[0].portMappings[0].hostPort", "8080/tcp", "spec.nodeResources.hostPorts"}}},
+		{name: "platform pod with a hostPort on VXLAN's port", pod: pod("plain", "p", hostPort(4789, corev1.ProtocolUDP)), want: verdict{}},
 		{name: "a name still to be generated", pod: func() *corev1.Pod {
 			p := pod("ta", "", networks("tb/net-b"))
 			p.GenerateName = "web-"
@@ -330,7 +397,7 @@ func TestAdmitPod(t *testing.T) {
 		}(), want: verdict{403, []string{"ta/web-", "tb/net-b"}}},
 		{name: "a namespace the caches have not seen", pod: pod("new", "p"),
 			want: verdict{503, []string{"new/p", "not in the webhook's cache"}}},
-		{name: "anything but a creation", op: admissionv1.Update, pod: pod("ta", "p", netAdmin), want: verdict{}},
+		{name: "a deletion", op: admissionv1.Delete, pod: pod("ta", "p", netAdmin), want: verdict{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			op := tc.op
@@ -370,6 +437,22 @@ func TestAdmitNAD(t *testing.T) {
 		{name: "VLAN that is no VLAN", nad: nad("plain", "n", `{"type":"macvlan","vlan":"ten"}`, nil),
 			want: verdict{400, []string{"plain/n", "vlan"}}},
 		{name: "platform network on any VLAN", nad: nad("plain", "n", macvlanVLAN(300), nil), want: verdict{}},
+		{name: "tenant host-device taking the node's eth0", nad: nad("ta", "n", `{"cniVersion":"1.0.0","type":"host-device","device":"eth0"}`, nil),
+			want: verdict{403, []string{"network ta/n", `"device"`, `"eth0"`, "spec.nodeResources.hostDevices"}}},
+		{name: "tenant host-device on its granted device", nad: nad("ta", "n", `{"cniVersion":"1.0.0","type":"host-device","device":"ens2f1"}`, nil), want: verdict{}},
+		{name: "tenant macvlan on a master not granted", nad: nad("ta", "n", `{"cniVersion":"1.0.0","type":"macvlan","master":"eth1"}`, nil),
+			want: verdict{403, []string{"network ta/n", `"master"`, `"eth1"`, "spec.nodeResources.masters"}}},
+		{name: "tenant portmap on VXLAN's port", nad: nad("ta", "n", `{"cniVersion":"1.0.0","plugins":[{"type":"macvlan","master":"eth0"},
+			{"type":"portmap","runtimeConfig":{"portMappings":[{"hostPort":4789,"containerPort":4789,"protocol":"udp"}]}}]}`, nil),
+			want: verdict{403, []string{"network ta/n", "plugins[1].runtimeConfig.portMappings[0].hostPort", "4789/udp"}}},
+		{name: "tenant bridge of another tenant", nad: nad("ta", "n", `{"cniVersion":"1.0.0","type":"bridge","bridge":"br-b"}`, nil),
+			want: verdict{403, []string{"network ta/n", `"bridge"`, `"br-b"`, "spec.nodeResources.bridges"}}},
+		{name: "tenant bridge of its own", nad: nad("ta", "n", `{"cniVersion":"1.0.0","type":"bridge","bridge":"br-a"}`, nil), want: verdict{}},
+		{name: "tenant plugin type with a path", nad: nad("ta", "n", `{"cniVersion":"1.0.0","type":"../x"}`, nil),
+			want: verdict{403, []string{"network ta/n", `"type"`, "../x", "not a plain plugin name"}}},
+		{name: "tenant nested delegate moving a device", nad: nad("tb", "n", `{"cniVersion":"1.0.0","plugins":[{"type":"dummy","delegates":[{"type":"host-device","device":"eth0"}]}]}`, nil),
+			want: verdict{403, []string{"network tb/n", "plugins[0].delegates[0].device"}}},
+		{name: "platform network moving a device", nad: nad("plain", "n", `{"cniVersion":"1.0.0","type":"host-device","device":"eth0"}`, nil), want: verdict{}},
 		{name: "deletion", op: admissionv1.Delete, nad: nad("ta", "n", macvlanVLAN(300), nil), want: verdict{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -380,6 +463,53 @@ func TestAdmitNAD(t *testing.T) {
 			tc.want.check(t, post(t, h, pathNADs, reviewOf(t, nadKind, op, tc.nad.Namespace, tc.nad)))
 		})
 		want[metrics.KindNAD+"/"+tc.want.decision()]++
+	}
+	counter.check(t, want)
+}
+
+// TestAdmitPodChanges: what changes a running pod's networks (an update of its networks
+// annotation) or privileges (an ephemeral container) goes through the tenant's rules; any
+// other update is left alone.
+func TestAdmitPodChanges(t *testing.T) {
+	counter := newDecisionCounter()
+	want := map[string]int{}
+	h := webhookHandler(fixtureAdmission(t), counter.m, slog.New(slog.DiscardHandler))
+	for _, tc := range []struct {
+		name     string
+		sub      string
+		old, pod *corev1.Pod
+		want     verdict
+	}{
+		{name: "networks changed to another tenant's NAD", old: pod("ta", "p", networks("net-a")), pod: pod("ta", "p", networks("net-a,tb/net-b")),
+			want: verdict{403, []string{"pod ta/p may not use network tb/net-b", "tenant b"}}},
+		{name: "default network changed to the platform's", old: pod("ta", "p"), pod: pod("ta", "p", annotation(npwg.DefaultNetworkAnnot, "alt")),
+			want: verdict{403, []string{"ta/p", "kube-system/alt"}}},
+		{name: "networks changed to a port mapping on the kubelet's port", old: pod("ta", "p", networks("net-a")),
+			pod:  pod("ta", "p", networks(`[{"name":"net-a","portMappings":[{"hostPort":10250,"containerPort":80}]}]`)),
+			want: verdict{403, []string{"ta/p", "10250/tcp", "the kubelet"}}},
+		{name: "networks changed to its own NAD", old: pod("ta", "p"), pod: pod("ta", "p", networks("net-a")), want: verdict{}},
+		{name: "networks unchanged: a label, of a pod admitted before its tenant's rules", old: pod("ta", "p", networks("tb/net-b"), netAdmin),
+			pod: func() *corev1.Pod {
+				p := pod("ta", "p", networks("tb/net-b"), netAdmin)
+				p.Labels = map[string]string{"x": "y"}
+				return p
+			}(), want: verdict{}},
+		{name: "ephemeral container with NET_ADMIN", sub: "ephemeralcontainers", old: pod("ta", "p"), pod: pod("ta", "p", debugged("NET_ADMIN")),
+			want: verdict{403, []string{"pod ta/p", "ephemeral container debugger adds NET_ADMIN", "spec.allowNetAdmin of tenant a"}}},
+		{name: "ephemeral container with NET_RAW", sub: "ephemeralcontainers", old: pod("ta", "p"), pod: pod("ta", "p", debugged("NET_RAW")),
+			want: verdict{403, []string{"ephemeral container debugger adds NET_RAW"}}},
+		{name: "privileged ephemeral container", sub: "ephemeralcontainers", old: pod("ta", "p"), pod: pod("ta", "p", debugged(), func(p *corev1.Pod) {
+			priv := true
+			p.Spec.EphemeralContainers[0].SecurityContext = &corev1.SecurityContext{Privileged: &priv}
+		}), want: verdict{403, []string{"ephemeral container debugger is privileged"}}},
+		{name: "plain ephemeral container", sub: "ephemeralcontainers", old: pod("ta", "p"), pod: pod("ta", "p", debugged()), want: verdict{}},
+		{name: "ephemeral container in a platform pod", sub: "ephemeralcontainers", old: pod("plain", "p"), pod: pod("plain", "p", debugged("NET_ADMIN")), want: verdict{}},
+		{name: "status is not checked", sub: "status", old: pod("ta", "p"), pod: pod("ta", "p", networks("tb/net-b")), want: verdict{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.want.check(t, post(t, h, pathPods, updateReviewOf(t, podKind, admissionv1.Update, tc.sub, tc.pod.Namespace, tc.old, tc.pod)))
+		})
+		want[metrics.KindPod+"/"+tc.want.decision()]++
 	}
 	counter.check(t, want)
 }
@@ -396,6 +526,12 @@ func TestAdmitTenant(t *testing.T) {
 		{name: "valid", tenant: tenantObject("c", tenants.Spec{VLANs: []string{"200-299"}, Peers: []string{"a"}}), want: verdict{}},
 		{name: "VLAN out of range", tenant: tenantObject("c", tenants.Spec{VLANs: []string{"5000"}}),
 			want: verdict{422, []string{"Tenant c", "spec.vlans[0]", "5000"}}},
+		{name: "a node resource that is Loom's", tenant: tenantObject("c", tenants.Spec{NodeResources: &tenants.NodeResourcesSpec{
+			Masters: []string{"loom.vxlan"}, HostPorts: []string{"1-70000"}, Plugins: []string{"../x"}}}),
+			want: verdict{422, []string{"spec.nodeResources.masters[0]", "Loom's own", "spec.nodeResources.hostPorts[0]", "spec.nodeResources.plugins[0]"}}},
+		{name: "node resources granted", tenant: tenantObject("c", tenants.Spec{NodeResources: &tenants.NodeResourcesSpec{
+			Masters: []string{"eth1"}, Bridges: []string{"br-c"}, HostDevices: []string{"ens4"}, HostPorts: []string{"30000-30100"}, Plugins: []string{"ptp"}}}),
+			want: verdict{}},
 		{name: "every problem listed", tenant: tenantObject("c", tenants.Spec{
 			NamespaceSelector: &metav1.LabelSelector{}, VLANs: []string{"10", "x"}, SharedNetworks: []string{"nope"}}),
 			want: verdict{422, []string{"spec.namespaceSelector", "spec.vlans[1]", "spec.sharedNetworks[0]"}}},

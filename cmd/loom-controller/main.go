@@ -225,7 +225,7 @@ func startWebhook(ctx context.Context, cancel context.CancelCauseFunc, o options
 		case <-time.After(2 * time.Second):
 		}
 	}
-	a := &admission{dirs: caches, nads: caches.nads, log: log}
+	a := &admission{dirs: caches, nads: caches.nads, pods: caches.podsIn, nadPools: caches.nadPools, log: log}
 	srv, err := listenWebhook(o.webhookAddress, webhookHandler(a, m, log), keeper.getCertificate, log)
 	if err != nil {
 		return err

@@ -8,12 +8,15 @@ import (
 	"net/url"
 	"strings"
 
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	admregclient "k8s.io/client-go/kubernetes/typed/admissionregistration/v1"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/loom-cni/loom/delegate/npwg"
 )
 
 // The webhook's paths, one per kind it validates.
@@ -85,6 +88,25 @@ func (e webhookEndpoint) String() string {
 	return "service " + e.service.namespace + "/" + e.service.name + ":" + fmt.Sprint(servicePort)
 }
 
+// podMatchConditions keep the API server from calling the webhook for pod updates that
+// change neither the networks annotations nor the ephemeral containers: every label, owner
+// or finalizer change of every pod outside kube-system would otherwise wait on the webhook,
+// and fail while it is down. The webhook itself checks the same, so the conditions only
+// save calls.
+var podMatchConditions = []admregv1.MatchCondition{{
+	Name: "creation-ephemeral-containers-or-networks-change",
+	Expression: "request.operation == 'CREATE' || request.subResource == '" + subresourceEphemeral + "' || " +
+		annotationChanged(nadv1.NetworkAttachmentAnnot) + " || " + annotationChanged(npwg.DefaultNetworkAnnot),
+}}
+
+// annotationChanged is a CEL expression that holds when an update changes annotation key.
+func annotationChanged(key string) string {
+	get := func(obj string) string {
+		return fmt.Sprintf("(has(%[1]s.metadata.annotations) && '%[2]s' in %[1]s.metadata.annotations ? %[1]s.metadata.annotations['%[2]s'] : '')", obj, key)
+	}
+	return get("object") + " != " + get("oldObject")
+}
+
 // webhookConfiguration is the ValidatingWebhookConfiguration name must hold. Every field
 // the API server would default is set, so that an unchanged configuration compares equal to
 // what the server stored and is left alone.
@@ -110,21 +132,23 @@ func webhookConfiguration(name string, e webhookEndpoint, caBundle []byte) *admr
 			AdmissionReviewVersions: []string{"v1"},
 		}
 	}
-	rule := func(group, version, resource string, scope admregv1.ScopeType, ops ...admregv1.OperationType) admregv1.RuleWithOperations {
+	rule := func(group, version string, resources []string, scope admregv1.ScopeType, ops ...admregv1.OperationType) admregv1.RuleWithOperations {
 		return admregv1.RuleWithOperations{
 			Operations: ops,
-			Rule:       admregv1.Rule{APIGroups: []string{group}, APIVersions: []string{version}, Resources: []string{resource}, Scope: &scope},
+			Rule:       admregv1.Rule{APIGroups: []string{group}, APIVersions: []string{version}, Resources: resources, Scope: &scope},
 		}
 	}
+	pods := hook("pods.admission.loom.dev", pathPods, notKubeSystem,
+		rule("", "v1", []string{"pods", "pods/" + subresourceEphemeral}, admregv1.NamespacedScope, admregv1.Create, admregv1.Update))
+	pods.MatchConditions = podMatchConditions
 	return &admregv1.ValidatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "loom-controller"}},
 		Webhooks: []admregv1.ValidatingWebhook{
-			hook("pods.admission.loom.dev", pathPods, notKubeSystem,
-				rule("", "v1", "pods", admregv1.NamespacedScope, admregv1.Create)),
+			pods,
 			hook("networkattachmentdefinitions.admission.loom.dev", pathNADs, notKubeSystem,
-				rule("k8s.cni.cncf.io", "v1", "network-attachment-definitions", admregv1.NamespacedScope, admregv1.Create, admregv1.Update)),
+				rule("k8s.cni.cncf.io", "v1", []string{"network-attachment-definitions"}, admregv1.NamespacedScope, admregv1.Create, admregv1.Update)),
 			hook("tenants.admission.loom.dev", pathTenants, &metav1.LabelSelector{},
-				rule("loom.dev", "v1alpha1", "tenants", admregv1.ClusterScope, admregv1.Create, admregv1.Update)),
+				rule("loom.dev", "v1alpha1", []string{"tenants"}, admregv1.ClusterScope, admregv1.Create, admregv1.Update)),
 		},
 	}
 }

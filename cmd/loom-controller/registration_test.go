@@ -64,22 +64,38 @@ func TestWebhookConfiguration(t *testing.T) {
 	if cfg.Name != "loom" || len(cfg.Webhooks) != 3 {
 		t.Fatalf("configuration %s with %d webhooks, want loom with 3", cfg.Name, len(cfg.Webhooks))
 	}
+	createUpdate := []admregv1.OperationType{admregv1.Create, admregv1.Update}
 	want := []struct {
-		group, version, resource, path string
-		ops                            []admregv1.OperationType
-		notKubeSystem                  bool
+		group, version string
+		resources      []string
+		path           string
+		ops            []admregv1.OperationType
+		notKubeSystem  bool
+		conditions     int
 	}{
-		{"", "v1", "pods", pathPods, []admregv1.OperationType{admregv1.Create}, true},
-		{"k8s.cni.cncf.io", "v1", "network-attachment-definitions", pathNADs, []admregv1.OperationType{admregv1.Create, admregv1.Update}, true},
-		{"loom.dev", "v1alpha1", "tenants", pathTenants, []admregv1.OperationType{admregv1.Create, admregv1.Update}, false},
+		// Pods are created, their networks annotations updated, and ephemeral containers
+		// added to them through the ephemeralcontainers subresource (kubectl debug).
+		{"", "v1", []string{"pods", "pods/ephemeralcontainers"}, pathPods, createUpdate, true, 1},
+		{"k8s.cni.cncf.io", "v1", []string{"network-attachment-definitions"}, pathNADs, createUpdate, true, 0},
+		{"loom.dev", "v1alpha1", []string{"tenants"}, pathTenants, createUpdate, false, 0},
 	}
 	for i, w := range want {
 		h := cfg.Webhooks[i]
-		t.Run(w.resource, func(t *testing.T) {
+		t.Run(w.resources[0], func(t *testing.T) {
 			r := h.Rules[0]
 			if len(h.Rules) != 1 || !slices.Equal(r.APIGroups, []string{w.group}) || !slices.Equal(r.APIVersions, []string{w.version}) ||
-				!slices.Equal(r.Resources, []string{w.resource}) || !slices.Equal(r.Operations, w.ops) {
-				t.Errorf("rules %+v, want %s/%s %s on %v", h.Rules, w.group, w.version, w.resource, w.ops)
+				!slices.Equal(r.Resources, w.resources) || !slices.Equal(r.Operations, w.ops) {
+				t.Errorf("rules %+v, want %s/%s %s on %v", h.Rules, w.group, w.version, w.resources, w.ops)
+			}
+			if len(h.MatchConditions) != w.conditions {
+				t.Errorf("match conditions %+v, want %d", h.MatchConditions, w.conditions)
+			}
+			for _, c := range h.MatchConditions {
+				for _, s := range []string{"'CREATE'", "'ephemeralcontainers'", "'k8s.v1.cni.cncf.io/networks'", "'v1.multus-cni.io/default-network'", "oldObject"} {
+					if !strings.Contains(c.Expression, s) {
+						t.Errorf("match condition %s does not consider %s", c.Expression, s)
+					}
+				}
 			}
 			if *h.FailurePolicy != admregv1.Fail || *h.SideEffects != admregv1.SideEffectClassNone || *h.TimeoutSeconds != 5 ||
 				!slices.Equal(h.AdmissionReviewVersions, []string{"v1"}) {

@@ -25,7 +25,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -133,8 +132,6 @@ type tenantStatusController struct {
 
 // run keeps statuses current until ctx ends.
 func (c *tenantStatusController) run(ctx context.Context) {
-	pf := informers.NewSharedInformerFactoryWithOptions(c.kube, 0, informers.WithTransform(slimPod))
-	pods := pf.Core().V1().Pods().Informer()
 	queue := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[tenants.Name]())
 	defer queue.ShutDown()
 	everyone := func() { queue.Add(allTenants) }
@@ -165,16 +162,19 @@ func (c *tenantStatusController) run(ctx context.Context) {
 			}
 		}
 	}
-	pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onPod, UpdateFunc: func(_, o any) { onPod(o) }, DeleteFunc: onPod})
-	pf.Start(ctx.Done())
-	defer pf.Shutdown()
-	if !c.caches.waitSynced(ctx) || !cache.WaitForCacheSync(ctx.Done(), pods.HasSynced) {
+	podReg, err := c.caches.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: onPod, UpdateFunc: func(_, o any) { onPod(o) }, DeleteFunc: onPod})
+	if err != nil {
+		c.log.Error("watch pods for tenant status", "error", err)
+		return
+	}
+	defer c.caches.pods.RemoveEventHandler(podReg)
+	if !c.caches.waitSynced(ctx) {
 		return
 	}
 	b := record.NewBroadcaster(record.WithContext(ctx))
 	defer b.Shutdown()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
-	w := &statusWriter{caches: c.caches, pods: pods.GetIndexer(), dyn: c.dyn, metrics: c.metrics,
+	w := &statusWriter{caches: c.caches, dyn: c.dyn, metrics: c.metrics,
 		events: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "loom-controller"}), log: c.log}
 
 	go func() {
@@ -225,7 +225,6 @@ func (c *tenantStatusController) next(ctx context.Context, queue workqueue.Typed
 // statusWriter computes and writes one Tenant's status.
 type statusWriter struct {
 	caches  *clusterCaches
-	pods    cache.Indexer
 	dyn     dynamic.Interface
 	events  record.EventRecorder
 	metrics *metrics.Controller
@@ -241,7 +240,7 @@ func (w *statusWriter) write(ctx context.Context, name tenants.Name) error {
 	if err != nil {
 		return err
 	}
-	st := tenantStatus(obj, w.caches.directory(), w.podsIn, time.Now())
+	st := tenantStatus(obj, w.caches.directory(), w.caches.podsIn, time.Now())
 	if equality.Semantic.DeepEqual(obj.Status, st) {
 		return nil
 	}
@@ -263,35 +262,4 @@ func (w *statusWriter) write(ctx context.Context, name tenants.Name) error {
 		w.events.Event(o.(runtime.Object), corev1.EventTypeWarning, reasons[i], messages[i])
 	}
 	return nil
-}
-
-func (w *statusWriter) podsIn(namespace string) []*corev1.Pod {
-	objs, _ := w.pods.ByIndex(cache.NamespaceIndex, namespace)
-	out := make([]*corev1.Pod, 0, len(objs))
-	for _, o := range objs {
-		if p, ok := o.(*corev1.Pod); ok {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// slimPod keeps of a pod only what the status needs, so that the leader's pod cache stays
-// small: its identity, phase, addresses and network-status.
-func slimPod(o any) (any, error) {
-	p, ok := o.(*corev1.Pod)
-	if !ok {
-		return o, nil
-	}
-	slim := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-			DeletionTimestamp: p.DeletionTimestamp,
-		},
-		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIPs: p.Status.PodIPs},
-	}
-	if v, ok := p.Annotations[nadv1.NetworkStatusAnnot]; ok {
-		slim.Annotations = map[string]string{nadv1.NetworkStatusAnnot: v}
-	}
-	return slim, nil
 }

@@ -9,6 +9,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/loom-cni/loom/tenants"
@@ -154,17 +155,23 @@ func TestStatusWarnings(t *testing.T) {
 	}
 }
 
-func TestSlimPodKeepsWhatTheStatusNeeds(t *testing.T) {
+func TestSlimPodKeepsWhatTheStatusAndTheQuotaNeed(t *testing.T) {
 	p := statusPod("ta", "web", corev1.PodRunning, []string{"10.244.1.5"}, `[{"name":"x","ips":["192.168.1.1"]}]`)
 	p.Annotations["other"] = "dropped"
-	p.Spec.Containers = []corev1.Container{{Name: "app"}}
+	p.Spec.Containers = []corev1.Container{{Name: "app", Image: "x", Env: []corev1.EnvVar{{Name: "TOKEN", Value: "secret"}},
+		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse("1"), "loom.dev/sriov_a": resource.MustParse("2")}}}}
 	o, err := slimPod(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := o.(*corev1.Pod)
-	if len(s.Spec.Containers) != 0 || len(s.Annotations) != 1 || s.Name != "web" || s.Namespace != "ta" {
+	if len(s.Spec.Containers) != 1 || s.Spec.Containers[0].Image != "" || s.Spec.Containers[0].Env != nil ||
+		len(s.Annotations) != 1 || s.Name != "web" || s.Namespace != "ta" {
 		t.Errorf("slim pod %+v", s)
+	}
+	if lim := s.Spec.Containers[0].Resources.Limits; len(lim) != 1 || lim.Name("loom.dev/sriov_a", resource.DecimalSI).Value() != 2 {
+		t.Errorf("slim pod limits %v, want loom.dev/sriov_a only", lim)
 	}
 	if got := podAddresses(s); len(got) != 2 {
 		t.Errorf("slim pod holds addresses %v, want the primary and the attachment's", got)
