@@ -26,10 +26,28 @@ type Orchestrator struct {
 	log    *slog.Logger
 	now    func() time.Time
 	obs    Observer // nil: nobody watches
+	gate   Gate     // nil: every container's attachments may be made
+
+	// admitting is held from a Gate's decision until the record it admitted is saved, so
+	// that the next decision sees that record.
+	admitting sync.Mutex
 
 	mu   sync.Mutex
 	busy map[ContainerID]*containerLock
 }
+
+// A Gate decides, before anything of a container is recorded or attached, whether its
+// attachments may be made beside what the node's other containers have: specs are the
+// container's attachments, recorded lists the ledger's records (read only when the gate
+// needs them). Add holds one lock of the node from the decision until the admitted record is
+// saved, so two containers added at the same moment never both pass on what neither has
+// recorded yet. An error is returned by Add as it is.
+type Gate interface {
+	Admit(pod PodRef, specs []Spec, recorded func() ([]Record, error)) error
+}
+
+// SetGate makes Add ask g first. Call it before the first call.
+func (o *Orchestrator) SetGate(g Gate) { o.gate = g }
 
 type containerLock struct {
 	mu   sync.Mutex
@@ -90,7 +108,8 @@ func (e *AttachError) Error() string {
 func (e *AttachError) Unwrap() error { return e.Err }
 
 // Add attaches specs to a container strictly in order, recording each in the ledger before it
-// is attempted. If one fails, those before it are detached in reverse order, the record is
+// is attempted. The Gate, if any, decides first; what it refuses is neither recorded nor
+// attempted, and its error is returned as it is. If one fails, those before it are detached in reverse order, the record is
 // removed, and the error is an *AttachError naming the failed network and interface.
 func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netns string, specs []Spec) ([]Outcome, error) {
 	for _, s := range specs {
@@ -118,8 +137,8 @@ func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netn
 	for _, s := range specs {
 		rec.Attachments = append(rec.Attachments, Entry{Spec: s, State: StateAdding})
 	}
-	if err := o.ledger.Save(rec); err != nil {
-		return nil, fmt.Errorf("record attachments of container %s: %w", id, err)
+	if err := o.admit(rec); err != nil {
+		return nil, err
 	}
 	outcomes := make([]Outcome, 0, len(specs))
 	for i := range rec.Attachments {
@@ -156,6 +175,26 @@ func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netn
 		return nil, o.rollback(ctx, rec, last, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: fmt.Errorf("record results: %w", err)})
 	}
 	return outcomes, nil
+}
+
+// admit asks the gate, if any, whether rec's attachments may be made, and saves rec when
+// they may, both under the admitting lock.
+func (o *Orchestrator) admit(rec Record) error {
+	if o.gate != nil {
+		o.admitting.Lock()
+		defer o.admitting.Unlock()
+		specs := make([]Spec, len(rec.Attachments))
+		for i, e := range rec.Attachments {
+			specs[i] = e.Spec
+		}
+		if err := o.gate.Admit(rec.Pod, specs, o.ledger.List); err != nil {
+			return err
+		}
+	}
+	if err := o.ledger.Save(rec); err != nil {
+		return fmt.Errorf("record attachments of container %s: %w", rec.ContainerID, err)
+	}
+	return nil
 }
 
 // rollback releases, in reverse order, the attachments of rec up to and including the

@@ -32,10 +32,11 @@
 //     a non-zero 64-bit GUID. A portMappings protocol defaults to tcp (Kubernetes' default) and
 //     must be tcp, udp or sctp. Bandwidth values are non-negative and, as the bandwidth plugin
 //     requires, a rate and its burst are set together.
-//   - An "ips" address that another pod holds on the same network, as its network-status
-//     says (Config.Pods: the node's pods), is an error naming that pod, the network and the
-//     address: two interfaces with one address would each get the other's traffic. loom-ipam
-//     refuses a taken address itself when it allocates (fabric/ipam AllocateAddr).
+//   - An "ips" address or a "mac" that another interface has on the same segment — the
+//     link layer a network's configuration puts it on, shared by NADs of one macvlan master,
+//     bridge or SR-IOV pool — is refused before anything is attached, naming the pod, the
+//     network and the holder (claims.go, segment.go; loomd checks it under the lock of the
+//     node's ledger). loom-ipam refuses a taken address of its pools itself when it allocates.
 //   - "ips" together with "ipam-claim-reference" is an error, as v1.3 of the standard says
 //     (although the client library no longer enforces it). Multus does not forward the claim
 //     reference at all: its own selection type has no such field, and OVN-Kubernetes reads it

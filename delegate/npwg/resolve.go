@@ -50,9 +50,6 @@ type Config struct {
 	// CNIVersion is injected into configurations that declare no version; "1.0.0" when empty,
 	// the newest version that every maintained plugin accepts.
 	CNIVersion string
-	// Pods lists the pods whose addresses, as their network-status says, a pod may not ask
-	// for ("ips") on the same network. Nil skips that check.
-	Pods PodLister
 }
 
 // Resolver turns a pod's network selection into attachment Specs. It is immutable and safe for
@@ -69,7 +66,6 @@ type Resolver struct {
 	cniVersion  string
 	inProcess   map[string]bool
 	builtin     map[string][]byte
-	pods        PodLister
 }
 
 // NewResolver validates c and returns a Resolver for it.
@@ -84,7 +80,6 @@ func NewResolver(c Config) (*Resolver, error) {
 		cniVersion: c.CNIVersion,
 		inProcess:  map[string]bool{},
 		builtin:    c.Builtin,
-		pods:       c.Pods,
 	}
 	for _, t := range c.InProcess {
 		r.inProcess[t] = true
@@ -160,9 +155,6 @@ func (r *Resolver) Resolve(pod *corev1.Pod, defaultIfname string, runtimeConfig 
 	for _, a := range plan {
 		s, err := r.spec(podRef, a, runtimeConfig)
 		if err != nil {
-			return nil, err
-		}
-		if err = r.checkTaken(pod, podRef, a); err != nil {
 			return nil, err
 		}
 		specs = append(specs, s)
