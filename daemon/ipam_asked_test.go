@@ -110,20 +110,20 @@ func TestIPAMServiceAskedFor(t *testing.T) {
 		{"not an address", ips("192.168.61.300"), errAskedAddresses, nil},
 		{"not a list", `,"runtimeConfig":{"ips":"192.168.61.30"}`, errAskedAddresses, nil},
 	} {
-		_, err := svc.ServeCNI(ctx, askedCall("asker", c.extra))
+		_, askErr := svc.ServeCNI(ctx, askedCall("asker", c.extra))
 		var ae *AllocError
 		var cniErr *types.Error
 		switch {
-		case !errors.Is(err, c.is):
-			t.Errorf("%s: got %v, want an error wrapping %v", c.name, err, c.is)
-		case !errors.As(err, &ae) || ae.Pod != "web/asker" || ae.Network != "lan":
-			t.Errorf("%s: got %v, want an *AllocError naming pod web/asker and network lan", c.name, err)
-		case !errors.As(err, &cniErr) || cniErr.Code != types.ErrInvalidNetworkConfig:
+		case !errors.Is(askErr, c.is):
+			t.Errorf("%s: got %v, want an error wrapping %v", c.name, askErr, c.is)
+		case !errors.As(askErr, &ae) || ae.Pod != "web/asker" || ae.Network != "lan":
+			t.Errorf("%s: got %v, want an *AllocError naming pod web/asker and network lan", c.name, askErr)
+		case !errors.As(askErr, &cniErr) || cniErr.Code != types.ErrInvalidNetworkConfig:
 			t.Errorf("%s: got CNI error %+v, want code %d: trying again cannot help", c.name, cniErr, types.ErrInvalidNetworkConfig)
-		case c.check != nil && !c.check(err):
-			t.Errorf("%s: %v does not name the holder", c.name, err)
+		case c.check != nil && !c.check(askErr):
+			t.Errorf("%s: %v does not name the holder", c.name, askErr)
 		default:
-			t.Logf("%s: %v", c.name, err)
+			t.Logf("%s: %v", c.name, askErr)
 		}
 		if held := node.Lookup("c-asker", "net1"); len(held) != 0 {
 			t.Errorf("%s: the refused pod holds %v, want nothing", c.name, held)

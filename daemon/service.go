@@ -32,6 +32,7 @@ type Service struct {
 	tenancy   *Tenancy     // nil: no tenancy checks
 	enforcer  Enforcer     // nil: no policy engine
 	devices   DeviceLister // nil: no kubelet to ask for devices
+	addresses *AddressGate // nil: asked-for addresses are not checked
 }
 
 var _ cniserver.Handler = (*Service)(nil)
@@ -45,6 +46,19 @@ func NewService(cluster *Cluster, resolver *npwg.Resolver, orch *delegate.Orches
 // rules in place before it returns.
 func (s *Service) SetPolicy(t *Tenancy, e Enforcer) {
 	s.tenancy, s.enforcer = t, e
+}
+
+// SetAddressGate names the orchestrator's gate for asked-for addresses, which
+// SetClusterPods feeds.
+func (s *Service) SetAddressGate(g *AddressGate) { s.addresses = g }
+
+// SetClusterPods gives the address gate, if any, every pod of the cluster with its
+// attachments (the policy engine's source), so that a pod's "ips" and "mac" are checked
+// against other nodes' pods too, not only against this node's ledger.
+func (s *Service) SetClusterPods(p ClusterPods) {
+	if s.addresses != nil {
+		s.addresses.SetClusterPods(p)
+	}
 }
 
 // SetReady marks the service ready (or not) to serve ADDs; STATUS reports it.
@@ -143,7 +157,7 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request, pa podArgs) (
 	id := delegate.ContainerID(req.ContainerID)
 	outcomes, err := s.orch.Add(ctx, ref, id, req.Netns, specs)
 	if err != nil {
-		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("pod %s: %v", ref, err), "")
+		return nil, addError(ref, err)
 	}
 	if s.enforcer != nil {
 		if err = s.enforcer.Admit(ctx, localPod(pod, id, req.Netns, outcomes)); err != nil {
@@ -172,6 +186,33 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request, pa podArgs) (
 	}
 	return json.Marshal(res)
 }
+
+// addError is the CNI error of a failed orchestrator ADD. An address or MAC the pod asked
+// for that another interface has is the pod's mistake, which trying again does not mend; a
+// delegate's own CNI error keeps its code (loom-ipam refusing a taken address says 7, an
+// unreachable API server 11); anything else is an internal error.
+func addError(pod delegate.PodRef, err error) error {
+	code := uint(types.ErrInternal)
+	var taken *npwg.TakenError
+	var cniErr *types.Error
+	switch {
+	case errors.As(err, &taken):
+		code = types.ErrInvalidNetworkConfig
+	case errors.As(err, &cniErr) && cniErr.Code != 0:
+		code = cniErr.Code
+	}
+	return &addFailure{err: err, cni: types.NewError(code, fmt.Sprintf("pod %s: %v", pod, err), "")}
+}
+
+// addFailure is a failed ADD: the runtime gets the CNI error (the CNI server finds it with
+// errors.As), callers the cause.
+type addFailure struct {
+	err error
+	cni *types.Error
+}
+
+func (e *addFailure) Error() string   { return e.cni.Error() }
+func (e *addFailure) Unwrap() []error { return []error{e.cni, e.err} }
 
 // writeStatus queues the pod's network-status; the Annotator writes it.
 func (s *Service) writeStatus(pod PodKey, outcomes []delegate.Outcome) error {

@@ -141,6 +141,11 @@ func run(ctx context.Context, cfg daemon.Config, log *slog.Logger) error {
 	}
 	annotator := daemon.NewAnnotator(kube, nadv1.NetworkStatusAnnot, log)
 	svc := daemon.NewService(cluster, resolver, orch, annotator, log)
+	// Asked-for addresses and MACs are checked against this node's ledger, and against every
+	// pod's network-status once the policy engine's source is given (SetClusterPods).
+	addresses := daemon.NewAddressGate(cluster, resolver, daemon.DefaultRouteLink)
+	orch.SetGate(addresses)
+	svc.SetAddressGate(addresses)
 	devices := podresources.New(cfg.SRIOV.PodResourcesSocket)
 	defer devices.Close()
 	svc.SetDevices(kubeletDevices{devices})
