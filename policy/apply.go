@@ -33,12 +33,14 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
-// Applier keeps one network namespace's "inet loom" table in step with what it is given.
-// Its methods may be called from several goroutines.
+// Applier keeps one network namespace's "inet loom" table (or, made by NewLinkApplier, its
+// "netdev loom" table) in step with what it is given. Its methods may be called from
+// several goroutines.
 type Applier struct {
-	nft   string
-	netns string
-	log   *slog.Logger
+	nft    string
+	netns  string
+	family string // "" for inet
+	log    *slog.Logger
 
 	mu sync.Mutex
 	// applied is the table last written; nil when the kernel's table is not known to be
@@ -58,12 +60,25 @@ func NewApplier(nft, netns string, log *slog.Logger) *Applier {
 	return &Applier{nft: nft, netns: netns, log: log}
 }
 
+// NewLinkApplier is NewApplier for the "netdev loom" table of a pod's link rules.
+func NewLinkApplier(nft, netns string, log *slog.Logger) *Applier {
+	a := NewApplier(nft, netns, log)
+	a.family = nftLinkFamily
+	return a
+}
+
+// ref names the Applier's table.
+func (a *Applier) ref() string { return tableRef(a.family) }
+
 // Apply makes the namespace's table want, in one transaction. The first call, and the first
 // after a failure, Verify finding a difference or Reset, replaces the table whole; the others
 // write only what differs from the table last applied.
 func (a *Applier) Apply(ctx context.Context, want NftTable) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if want.Family != a.family {
+		return fmt.Errorf("apply table %s%s: the applier keeps table %s", want.ref(), a.where(), a.ref())
+	}
 	script, inPlace := "", false
 	if a.applied != nil {
 		script, inPlace = updateScript(*a.applied, want)
@@ -78,11 +93,11 @@ func (a *Applier) Apply(ctx context.Context, want NftTable) error {
 			a.applied = &want
 			return nil
 		}
-		a.log.Warn("update of table "+nftTableRef+" refused; replacing the table", "error", err)
+		a.log.Warn("update of table "+a.ref()+" refused; replacing the table", "error", err)
 	}
 	a.applied = nil
 	if err := a.run(ctx, replaceScript(want)); err != nil {
-		return fmt.Errorf("replace table %s%s: %w", nftTableRef, a.where(), err)
+		return fmt.Errorf("replace table %s%s: %w", a.ref(), a.where(), err)
 	}
 	a.applied = &want
 	return nil
@@ -101,13 +116,13 @@ func (a *Applier) Delete(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.applied = nil
-	err := a.run(ctx, deleteScript())
+	err := a.run(ctx, deleteScript(a.family))
 	var gone ns.NSPathNotExistErr
 	var notNS ns.NSPathNotNSErr
 	if err == nil || errors.As(err, &gone) || errors.As(err, &notNS) {
 		return nil
 	}
-	return fmt.Errorf("delete table %s%s: %w", nftTableRef, a.where(), err)
+	return fmt.Errorf("delete table %s%s: %w", a.ref(), a.where(), err)
 }
 
 // run feeds script to nft in the Applier's namespace.

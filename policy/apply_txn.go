@@ -11,12 +11,13 @@ import (
 // table exists; nft runs the file as one transaction, so packets see the old table or the
 // new one, never neither.
 func replaceScript(want NftTable) string {
-	return "add table " + nftTableRef + "\ndelete table " + nftTableRef + "\n" + want.String()
+	return deleteScript(want.Family) + want.String()
 }
 
 // deleteScript removes the table, whether or not it exists, in one transaction.
-func deleteScript() string {
-	return "add table " + nftTableRef + "\ndelete table " + nftTableRef + "\n"
+func deleteScript(family string) string {
+	ref := tableRef(family)
+	return "add table " + ref + "\ndelete table " + ref + "\n"
 }
 
 // updateScript is the transaction that turns the table have into want by changing only what
@@ -29,6 +30,7 @@ func deleteScript() string {
 // the chains, maps and sets no longer wanted are deleted, once nothing refers to them.
 func updateScript(have, want NftTable) (script string, ok bool) {
 	d := tableDiff{
+		ref:        want.ref(),
 		have:       have,
 		want:       want,
 		haveSets:   indexByName(have.Sets, func(s NftSet) string { return s.Name }),
@@ -47,6 +49,7 @@ func updateScript(have, want NftTable) (script string, ok bool) {
 
 // tableDiff writes the commands that turn have into want.
 type tableDiff struct {
+	ref        string // the table's name in commands
 	b          strings.Builder
 	have, want NftTable
 	haveSets   map[string]NftSet
@@ -68,12 +71,12 @@ func (d *tableDiff) declare() bool {
 			if s.Interval {
 				flags = " flags interval;"
 			}
-			fmt.Fprintf(&d.b, "add set %s %s { type %s;%s }\n", nftTableRef, s.Name, s.Type, flags)
+			fmt.Fprintf(&d.b, "add set %s %s { %s;%s }\n", d.ref, s.Name, s.declaration(), flags)
 		}
 	}
 	for _, m := range d.want.Maps {
 		if _, had := d.haveMaps[m.Name]; !had {
-			fmt.Fprintf(&d.b, "add map %s %s { type ifname : verdict; }\n", nftTableRef, m.Name)
+			fmt.Fprintf(&d.b, "add map %s %s { type ifname : verdict; }\n", d.ref, m.Name)
 		}
 	}
 	for _, c := range d.want.Chains {
@@ -83,9 +86,9 @@ func (d *tableDiff) declare() bool {
 			return false
 		case had:
 		case c.Base != "":
-			fmt.Fprintf(&d.b, "add chain %s %s { %s }\n", nftTableRef, c.Name, c.Base)
+			fmt.Fprintf(&d.b, "add chain %s %s { %s }\n", d.ref, c.Name, c.Base)
 		default:
-			fmt.Fprintf(&d.b, "add chain %s %s\n", nftTableRef, c.Name)
+			fmt.Fprintf(&d.b, "add chain %s %s\n", d.ref, c.Name)
 		}
 	}
 	return true
@@ -99,8 +102,8 @@ func (d *tableDiff) setElements() {
 			continue
 		}
 		gone, added := elementDiff(old, s.Elements)
-		writeElementCmd(&d.b, "delete", s.Name, gone)
-		writeElementCmd(&d.b, "add", s.Name, added)
+		writeElementCmd(&d.b, d.ref, "delete", s.Name, gone)
+		writeElementCmd(&d.b, d.ref, "add", s.Name, added)
 	}
 }
 
@@ -112,10 +115,10 @@ func (d *tableDiff) chainRules() {
 			continue
 		}
 		if had {
-			fmt.Fprintf(&d.b, "flush chain %s %s\n", nftTableRef, c.Name)
+			fmt.Fprintf(&d.b, "flush chain %s %s\n", d.ref, c.Name)
 		}
 		for _, r := range c.Rules {
-			fmt.Fprintf(&d.b, "add rule %s %s %s\n", nftTableRef, c.Name, r)
+			fmt.Fprintf(&d.b, "add rule %s %s %s\n", d.ref, c.Name, r)
 		}
 	}
 }
@@ -129,8 +132,8 @@ func (d *tableDiff) mapElements() {
 			continue
 		}
 		gone, added := elementDiff(nftMapItems(old), nftMapItems(m.Elements))
-		writeElementCmd(&d.b, "delete", m.Name, nftMapKeys(gone))
-		writeElementCmd(&d.b, "add", m.Name, added)
+		writeElementCmd(&d.b, d.ref, "delete", m.Name, nftMapKeys(gone))
+		writeElementCmd(&d.b, d.ref, "add", m.Name, added)
 	}
 }
 
@@ -142,7 +145,7 @@ func (d *tableDiff) deleteUnwanted() {
 	wantSets := indexByName(d.want.Sets, func(s NftSet) string { return s.Name })
 	for _, m := range d.have.Maps {
 		if _, keep := wantMaps[m.Name]; !keep {
-			fmt.Fprintf(&d.b, "delete map %s %s\n", nftTableRef, m.Name)
+			fmt.Fprintf(&d.b, "delete map %s %s\n", d.ref, m.Name)
 		}
 	}
 	var gone []string
@@ -150,26 +153,26 @@ func (d *tableDiff) deleteUnwanted() {
 		if _, keep := wantChains[c.Name]; !keep {
 			// A chain must be empty before it goes: flush them all first, so that a chain
 			// whose rules jump to another one being deleted does not hold it.
-			fmt.Fprintf(&d.b, "flush chain %s %s\n", nftTableRef, c.Name)
+			fmt.Fprintf(&d.b, "flush chain %s %s\n", d.ref, c.Name)
 			gone = append(gone, c.Name)
 		}
 	}
 	for _, name := range gone {
-		fmt.Fprintf(&d.b, "delete chain %s %s\n", nftTableRef, name)
+		fmt.Fprintf(&d.b, "delete chain %s %s\n", d.ref, name)
 	}
 	for _, s := range d.have.Sets {
 		if _, keep := wantSets[s.Name]; !keep {
-			fmt.Fprintf(&d.b, "delete set %s %s\n", nftTableRef, s.Name)
+			fmt.Fprintf(&d.b, "delete set %s %s\n", d.ref, s.Name)
 		}
 	}
 }
 
 // writeElementCmd writes one command that adds or deletes elements of a set or map.
-func writeElementCmd(b *strings.Builder, verb, set string, elems []string) {
+func writeElementCmd(b *strings.Builder, ref, verb, set string, elems []string) {
 	if len(elems) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "%s element %s %s { %s }\n", verb, nftTableRef, set, strings.Join(elems, ", "))
+	fmt.Fprintf(b, "%s element %s %s { %s }\n", verb, ref, set, strings.Join(elems, ", "))
 }
 
 // nftMapItems writes map elements as nft does in an element command.

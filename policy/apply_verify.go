@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -25,31 +26,39 @@ func (a *Applier) Verify(ctx context.Context) error {
 	if a.applied == nil {
 		return nil
 	}
-	out, err := a.nftOutput(ctx, "", "-j", "list", "table", nftFamily, nftTableName)
+	out, err := a.nftOutput(ctx, "", "-j", "list", "table", a.familyName(), nftTableName)
 	if err != nil {
 		// nft says "No such file or directory" for a table that is not there; ask for
 		// the list of tables rather than read its message.
 		exists, lerr := a.tableExists(ctx)
 		if lerr != nil || exists {
-			return fmt.Errorf("verify table %s%s: %w", nftTableRef, a.where(), err)
+			return fmt.Errorf("verify table %s%s: %w", a.ref(), a.where(), err)
 		}
 		a.applied = nil
-		return fmt.Errorf("verify table %s%s: %w: the table is gone", nftTableRef, a.where(), ErrDrift)
+		return fmt.Errorf("verify table %s%s: %w: the table is gone", a.ref(), a.where(), ErrDrift)
 	}
 	got, err := parseKernelTable(out)
 	if err != nil {
-		return fmt.Errorf("verify table %s%s: %w", nftTableRef, a.where(), err)
+		return fmt.Errorf("verify table %s%s: %w", a.ref(), a.where(), err)
 	}
 	if diffs := got.drift(kernelViewOf(*a.applied)); len(diffs) > 0 {
 		a.applied = nil
-		return fmt.Errorf("verify table %s%s: %w: %s", nftTableRef, a.where(), ErrDrift, strings.Join(diffs, "; "))
+		return fmt.Errorf("verify table %s%s: %w: %s", a.ref(), a.where(), ErrDrift, strings.Join(diffs, "; "))
 	}
 	return nil
 }
 
-// tableExists reports whether the namespace has the "inet loom" table.
+// familyName is the Applier's table family as nft names it.
+func (a *Applier) familyName() string {
+	if a.family == "" {
+		return nftFamily
+	}
+	return a.family
+}
+
+// tableExists reports whether the namespace has the Applier's table.
 func (a *Applier) tableExists(ctx context.Context) (bool, error) {
-	out, err := a.nftOutput(ctx, "", "-j", "list", "tables", nftFamily)
+	out, err := a.nftOutput(ctx, "", "-j", "list", "tables", a.familyName())
 	if err != nil {
 		return false, err
 	}
@@ -65,7 +74,7 @@ func (a *Applier) tableExists(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("parse nft's list of tables: %w", err)
 	}
 	for _, o := range doc.Nftables {
-		if o.Table != nil && o.Table.Family == nftFamily && o.Table.Name == nftTableName {
+		if o.Table != nil && o.Table.Family == a.familyName() && o.Table.Name == nftTableName {
 			return true, nil
 		}
 	}
@@ -84,6 +93,10 @@ type kernelView struct {
 func kernelViewOf(t NftTable) kernelView {
 	v := kernelView{sets: map[string][]string{}, maps: map[string][]string{}, chains: map[string]int{}}
 	for _, s := range t.Sets {
+		if s.Type == nftMACSetType {
+			v.sets[s.Name] = numericElements(s.Elements)
+			continue
+		}
 		var rs []addrRange
 		for _, e := range s.Elements {
 			if r, ok := rangeOf(e); ok {
@@ -123,6 +136,13 @@ func parseKernelTable(out []byte) (kernelView, error) {
 	v := kernelView{sets: map[string][]string{}, maps: map[string][]string{}, chains: map[string]int{}}
 	for _, o := range doc.Nftables {
 		switch {
+		case o.Set != nil && o.Set.Type == "integer":
+			// A set of hardware addresses, as numbers (nftMACSetType).
+			elems := make([]string, 0, len(o.Set.Elem))
+			for _, e := range o.Set.Elem {
+				elems = append(elems, string(e))
+			}
+			v.sets[o.Set.Name] = numericElements(elems)
 		case o.Set != nil:
 			var rs []addrRange
 			for _, e := range o.Set.Elem {
@@ -152,6 +172,7 @@ func parseKernelTable(out []byte) (kernelView, error) {
 
 type kernelSet struct {
 	Name  string            `json:"name"`
+	Type  any               `json:"type"` // a string for a set, a list for a concatenation
 	Flags []string          `json:"flags"`
 	Elem  []json.RawMessage `json:"elem"`
 }
@@ -343,5 +364,21 @@ func coverage(rs []addrRange, interval bool) []string {
 			out[i] += "-" + r.hi.String()
 		}
 	}
+	return out
+}
+
+// numericElements writes the elements of a set of numbers (as rendered, 0x…, or as nft's
+// JSON lists them, decimal) in one form, sorted, so that the two compare.
+func numericElements(elems []string) []string {
+	out := make([]string, 0, len(elems))
+	for _, e := range elems {
+		n, err := strconv.ParseUint(e, 0, 64)
+		if err != nil {
+			out = append(out, e)
+			continue
+		}
+		out = append(out, strconv.FormatUint(n, 10))
+	}
+	slices.Sort(out)
 	return out
 }

@@ -19,35 +19,74 @@ import (
 func Compile(s Snapshot, node string) Ruleset {
 	c := newCompiler(&s, node)
 	var host []EndpointRules
-	pods := map[PodKey][]EndpointRules{}
+	type podPoint struct {
+		eps   []EndpointRules
+		links []LinkRules
+	}
+	pods := map[PodKey]*podPoint{}
 	for _, p := range c.local {
 		for _, ep := range p.Endpoints {
 			switch {
 			case ep.Network == Primary && ep.HostInterface != "":
 				host = append(host, c.endpoint(p, ep.Network, ep.HostInterface))
 			case ep.Network != Primary && ep.Interface != "":
-				pods[p.PodKey] = append(pods[p.PodKey], c.endpoint(p, ep.Network, ep.Interface))
+				pp := pods[p.PodKey]
+				if pp == nil {
+					pp = &podPoint{}
+					pods[p.PodKey] = pp
+				}
+				pp.eps = append(pp.eps, c.endpoint(p, ep.Network, ep.Interface))
+			}
+			if ep.Interface != "" {
+				pp := pods[p.PodKey]
+				if pp == nil {
+					pp = &podPoint{}
+					pods[p.PodKey] = pp
+				}
+				pp.links = append(pp.links, c.link(p, ep))
 			}
 		}
 	}
-	rs := Ruleset{Host: c.table(host), Pods: make(map[PodKey]Table, len(pods))}
-	for key, eps := range pods {
-		rs.Pods[key] = c.table(eps)
+	rs := Ruleset{Host: c.table(host, nil), Pods: make(map[PodKey]Table, len(pods))}
+	for key, pp := range pods {
+		rs.Pods[key] = c.table(pp.eps, pp.links)
 	}
 	return rs
 }
 
-// table gathers endpoints into one enforcement point with the sets they name.
-func (c *compiler) table(eps []EndpointRules) Table {
+// link compiles the link-layer rules of local pod p's interface of endpoint ep: where on a
+// secondary network pods share a link layer, the tenant guard's sets keep hardware
+// addresses apart as the endpoint's rules keep network addresses apart.
+func (c *compiler) link(p *Pod, ep Endpoint) LinkRules {
+	lr := LinkRules{Pod: p.PodKey, Network: ep.Network, Interface: ep.Interface, Routed: ep.Network == Primary, MAC: ep.MAC}
+	var b setBuilder
+	b.addAddrs(ep.IPs)
+	b.addAddrs(ep.LinkLocal)
+	lr.Sources = b.build().Addrs
+	if !lr.Routed {
+		lr.Guard = c.guard(p, ep.Network)
+	}
+	return lr
+}
+
+// table gathers endpoints and links into one enforcement point with the sets they name.
+func (c *compiler) table(eps []EndpointRules, links []LinkRules) Table {
 	slices.SortFunc(eps, func(a, b EndpointRules) int {
 		return cmp.Or(strings.Compare(a.Interface, b.Interface), strings.Compare(string(a.Network), string(b.Network)),
 			comparePodKey(a.Pod, b.Pod))
 	})
-	t := Table{Sets: map[string]AddrSet{}, Endpoints: eps}
+	slices.SortFunc(links, func(a, b LinkRules) int {
+		return cmp.Or(strings.Compare(a.Interface, b.Interface), strings.Compare(string(a.Network), string(b.Network)))
+	})
+	t := Table{Sets: map[string]AddrSet{}, Endpoints: eps, Links: links}
 	use := func(name string) {
 		if name != "" {
 			t.Sets[name] = c.sets[name]
 		}
+	}
+	for _, l := range links {
+		use(l.Guard.Universe)
+		use(l.Guard.Allowed)
 	}
 	for _, ep := range eps {
 		for _, d := range []Direction{ep.Ingress, ep.Egress} {
@@ -110,7 +149,7 @@ func (c *compiler) universe(n NetworkID) string {
 		if nw := c.networks[n]; nw != nil {
 			b.addPrefixes(nw.Subnets)
 		}
-		c.podsByNetwork.each(string(n), func(p *Pod) { addIPs(&b, p, n) })
+		c.podsByNetwork.each(string(n), func(p *Pod) { addMembers(&b, p, n) })
 	}
 	return c.newGuardSet(key, b.build())
 }
@@ -140,12 +179,12 @@ func (c *compiler) reach(n NetworkID, t string) string {
 	if c.podsByNetwork.count(string(n)) < count {
 		c.podsByNetwork.each(string(n), func(p *Pod) {
 			if slices.Contains(tenants, p.Tenant) {
-				addIPs(&b, p, n)
+				addMembers(&b, p, n)
 			}
 		})
 	} else {
 		for _, m := range tenants {
-			c.podsByTenant.each(m, func(p *Pod) { addIPs(&b, p, n) })
+			c.podsByTenant.each(m, func(p *Pod) { addMembers(&b, p, n) })
 		}
 	}
 	return c.newGuardSet(key, b.build())
@@ -171,6 +210,17 @@ func (c *compiler) platformAndHosts() []netip.Addr {
 		}
 	}
 	return c.platformIPs
+}
+
+// addMembers adds what a guard's set on secondary network n holds of pod p: its addresses
+// and its hardware addresses there.
+func addMembers(b *setBuilder, p *Pod, n NetworkID) {
+	for _, ep := range p.Endpoints {
+		if ep.Network == n {
+			b.addAddrs(ep.IPs)
+			b.addMAC(ep.MAC)
+		}
+	}
 }
 
 // addIPs adds the addresses of pod p on network n.

@@ -55,6 +55,15 @@ func set(addrs []string, prefixes ...string) AddrSet {
 	return s
 }
 
+// withMACs adds to s the hardware addresses the tenants fixture gives its pods on
+// shared/fabric: 0a:58:c0:a8:32:<n> for the pod at 192.168.50.<n>.
+func withMACs(s AddrSet, ns ...byte) AddrSet {
+	for _, n := range ns {
+		s.MACs = append(s.MACs, MAC{0x0a, 0x58, 0xc0, 0xa8, 0x32, n})
+	}
+	return s
+}
+
 func TestCompileGuards(t *testing.T) {
 	rs := Compile(guardSnapshot(t), "n1")
 	for _, tc := range []struct {
@@ -78,16 +87,16 @@ func TestCompileGuards(t *testing.T) {
 		name: "platform on primary", pod: PodKey{"kube-system", "dns"}, network: Primary, noGuard: true,
 	}, {
 		name: "tenant on a secondary: its own and mutual peers' pods, not the platform", pod: PodKey{"red-a", "web"}, network: "shared/fabric",
-		universe: set(nil, "192.168.50.0/24"),
-		allowed:  set([]string{"192.168.50.4", "192.168.50.5", "192.168.50.6"}),
+		universe: withMACs(set(nil, "192.168.50.0/24", "fd00:50::/64"), 3, 4, 5, 6, 9),
+		allowed:  withMACs(set([]string{"192.168.50.4", "192.168.50.5", "192.168.50.6", "fd00:50::4", "fd00:50::5", "fd00:50::6"}), 4, 5, 6),
 	}, {
 		name: "one-sided peer on a secondary", pod: PodKey{"green-a", "job"}, network: "shared/fabric",
-		universe: set(nil, "192.168.50.0/24"),
-		allowed:  set([]string{"192.168.50.9"}),
+		universe: withMACs(set(nil, "192.168.50.0/24", "fd00:50::/64"), 3, 4, 5, 6, 9),
+		allowed:  withMACs(set([]string{"192.168.50.9", "fd00:50::9"}), 9),
 	}, {
 		name: "platform on a secondary: the platform only", pod: PodKey{"kube-system", "dns"}, network: "shared/fabric",
-		universe: set(nil, "192.168.50.0/24"),
-		allowed:  set([]string{"192.168.50.3", "192.168.50.30"}),
+		universe: withMACs(set(nil, "192.168.50.0/24", "fd00:50::/64"), 3, 4, 5, 6, 9),
+		allowed:  withMACs(set([]string{"192.168.50.3", "192.168.50.30", "fd00:50::3"}), 3),
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ep, table := endpointOf(t, rs, tc.pod, tc.network)

@@ -63,12 +63,61 @@ type Engine struct {
 	retry chan struct{}
 }
 
-// podPoint is the enforcement point inside one pod's network namespace.
+// podPoint is the enforcement point inside one pod's network namespace: the "inet loom"
+// table of its secondary endpoints and the "netdev loom" table of its interfaces' links.
 type podPoint struct {
-	netns   string
+	netns string
+	cache SetCache
+	inet  tablePoint
+	link  tablePoint
+}
+
+// tablePoint is one table of an enforcement point and what was last applied to it.
+type tablePoint struct {
 	applier *Applier
-	cache   SetCache
 	applied *NftTable
+}
+
+// apply writes want unless it is what was applied last; an empty want removes the table.
+func (tp *tablePoint) apply(ctx context.Context, want NftTable) error {
+	if len(want.Chains) == 0 && len(want.Sets) == 0 {
+		return tp.remove(ctx)
+	}
+	if tp.applied != nil && tp.applied.Equal(want) {
+		return nil
+	}
+	if err := tp.applier.Apply(ctx, want); err != nil {
+		tp.applied = nil
+		return err
+	}
+	tp.applied = &want
+	return nil
+}
+
+// remove deletes the table if anything was applied to it, or if that is not known.
+func (tp *tablePoint) remove(ctx context.Context) error {
+	if tp.applied != nil && len(tp.applied.Chains) == 0 && len(tp.applied.Sets) == 0 {
+		return nil
+	}
+	if err := tp.applier.Delete(ctx); err != nil {
+		return err
+	}
+	tp.applied = &NftTable{}
+	return nil
+}
+
+// verify checks the kernel's table against what was applied; on a difference it forgets
+// what was applied, so that the next sync rewrites it.
+func (tp *tablePoint) verify(ctx context.Context) error {
+	if tp.applied != nil && len(tp.applied.Chains) == 0 && len(tp.applied.Sets) == 0 {
+		return nil
+	}
+	if err := tp.applier.Verify(ctx); err != nil {
+		tp.applier.Reset()
+		tp.applied = nil
+		return err
+	}
+	return nil
 }
 
 // Stats says what the engine did, in total and last.
@@ -201,10 +250,8 @@ func (e *Engine) repair(ctx context.Context) {
 		e.repaired()
 	}
 	for key, pt := range e.pods {
-		if err := pt.applier.Verify(ctx); err != nil {
+		if err := errors.Join(pt.inet.verify(ctx), pt.link.verify(ctx)); err != nil {
 			e.log.Warn("pod rules changed outside loomd; rewriting them", "namespace", key.Namespace, "pod", key.Name, "error", err)
-			pt.applier.Reset()
-			pt.applied = nil
 			e.repaired()
 		}
 	}
@@ -256,9 +303,9 @@ func (e *Engine) sync(ctx context.Context) syncResult {
 	}
 	for key := range e.pods {
 		if _, ok := rs.Pods[key]; !ok {
-			// The pod is gone, or has no secondary endpoint any more: its netns, if it still
-			// exists, keeps no rules of ours.
-			if derr := e.pods[key].applier.Delete(ctx); derr != nil {
+			// The pod is gone, or has no interface any more: its netns, if it still exists,
+			// keeps no rules of ours.
+			if derr := errors.Join(e.pods[key].inet.applier.Delete(ctx), e.pods[key].link.applier.Delete(ctx)); derr != nil {
 				e.log.Debug("remove a pod's rules", "namespace", key.Namespace, "pod", key.Name, "error", derr)
 			}
 			delete(e.pods, key)
@@ -280,8 +327,10 @@ func (e *Engine) sync(ctx context.Context) syncResult {
 func (e *Engine) recordSync(took time.Duration, hostRules int, err error) {
 	podRules := 0
 	for _, pt := range e.pods {
-		if pt.applied != nil {
-			podRules += ruleCount(*pt.applied)
+		for _, tp := range []tablePoint{pt.inet, pt.link} {
+			if tp.applied != nil {
+				podRules += ruleCount(*tp.applied)
+			}
 		}
 	}
 	e.statsMu.Lock()
@@ -317,22 +366,25 @@ func (e *Engine) forgetVanished() {
 
 func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, t Table) error {
 	if netns == "" {
+		if len(t.Endpoints) == 0 {
+			return nil // a pod known without its sandbox: no interface to keep honest
+		}
 		return fmt.Errorf("pod %s: no network namespace known for its secondary interfaces", key)
 	}
 	pt := e.pods[key]
 	if pt == nil || pt.netns != netns {
-		pt = &podPoint{netns: netns, applier: NewApplier(e.nft, netns, e.log)}
+		pt = &podPoint{netns: netns,
+			inet: tablePoint{applier: NewApplier(e.nft, netns, e.log)},
+			link: tablePoint{applier: NewLinkApplier(e.nft, netns, e.log)}}
 		e.pods[key] = pt
 	}
-	want := pt.cache.Render(t, PodTable)
-	if pt.applied != nil && pt.applied.Equal(want) {
-		return nil
+	var inet NftTable
+	if len(t.Endpoints) > 0 {
+		inet = pt.cache.Render(t, PodTable)
 	}
-	if err := pt.applier.Apply(ctx, want); err != nil {
-		pt.applied = nil
+	if err := errors.Join(pt.inet.apply(ctx, inet), pt.link.apply(ctx, RenderLinks(t))); err != nil {
 		return fmt.Errorf("pod %s: %w", key, err)
 	}
-	pt.applied = &want
 	return nil
 }
 

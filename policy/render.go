@@ -52,12 +52,25 @@ const (
 // are sorted by name, set elements by address and map elements by key, so two renderings of
 // the same Table are equal element for element.
 type NftTable struct {
+	// Family is the table's address family: "" (inet) for the rules of network addresses,
+	// "netdev" for the link rules of a pod's interfaces (RenderLinks).
+	Family string
 	Sets   []NftSet
 	Maps   []NftMap
 	Chains []NftChain
 }
 
-// NftSet is a named set of addresses (Type ipv4_addr or ipv6_addr); an Interval set holds
+// ref is how nft commands name the table: "inet loom" or "netdev loom".
+func (t NftTable) ref() string { return tableRef(t.Family) }
+
+func tableRef(family string) string {
+	if family == "" {
+		family = nftFamily
+	}
+	return family + " " + nftTableName
+}
+
+// NftSet is a named set of addresses (Type ipv4_addr, ipv6_addr or ether_addr); an Interval set holds
 // prefixes that never overlap.
 type NftSet struct {
 	Name     string

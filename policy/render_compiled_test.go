@@ -35,6 +35,12 @@ func TestRenderCompiledGolden(t *testing.T) {
 					title string
 					table NftTable
 				}{"pod " + key.String(), Render(rs.Pods[key], PodTable)})
+				if len(rs.Pods[key].Links) > 0 {
+					tables = append(tables, struct {
+						title string
+						table NftTable
+					}{"pod " + key.String() + " links", RenderLinks(rs.Pods[key])})
+				}
 			}
 			var b strings.Builder
 			for _, tb := range tables {
@@ -51,7 +57,9 @@ func TestRenderCompiledGolden(t *testing.T) {
 				if err := os.WriteFile(f, []byte(tb.table.String()), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				if out, err := exec.Command("unshare", "--net", nft, "-c", "-f", f).CombinedOutput(); err != nil {
+				// A link table's chains hook on interfaces, which nft checks exist.
+				script := `for ifc in eth0 net1 net2; do ip link add "$ifc" type veth peer name "p$ifc"; done; "$0" -c -f "$1"`
+				if out, err := exec.Command("unshare", "--net", "sh", "-c", script, nft, f).CombinedOutput(); err != nil {
 					t.Errorf("%s: nft -c: %v\n%s", tb.title, err, out)
 				}
 			}

@@ -9,13 +9,13 @@ import (
 // namespace that does not have it yet.
 func (t NftTable) String() string {
 	var b strings.Builder
-	b.WriteString("table " + nftTableRef + " {\n")
+	b.WriteString("table " + t.ref() + " {\n")
 	sep := ""
 	for _, s := range t.Sets {
 		b.WriteString(sep)
 		sep = "\n"
 		b.WriteString("\tset " + s.Name + " {\n")
-		b.WriteString("\t\ttype " + s.Type + "\n")
+		b.WriteString("\t\t" + s.declaration() + "\n")
 		if s.Interval {
 			b.WriteString("\t\tflags interval\n")
 		}
@@ -59,9 +59,9 @@ func nftMapElements(es []NftMapElement) string {
 	return strings.Join(items, ", ")
 }
 
-// Equal reports whether two tables hold the same sets, maps and chains.
+// Equal reports whether two tables are of one family and hold the same sets, maps and chains.
 func (t NftTable) Equal(u NftTable) bool {
-	return slices.EqualFunc(t.Sets, u.Sets, func(a, b NftSet) bool {
+	return t.Family == u.Family && slices.EqualFunc(t.Sets, u.Sets, func(a, b NftSet) bool {
 		return a.Name == b.Name && a.Type == b.Type && a.Interval == b.Interval && slices.Equal(a.Elements, b.Elements)
 	}) && slices.EqualFunc(t.Maps, u.Maps, func(a, b NftMap) bool {
 		return a.Name == b.Name && slices.Equal(a.Elements, b.Elements)
@@ -73,6 +73,7 @@ func (t NftTable) Equal(u NftTable) bool {
 // clone returns a copy of t that shares no slice with it.
 func (t NftTable) clone() NftTable {
 	c := NftTable{
+		Family: t.Family,
 		Sets:   slices.Clone(t.Sets),
 		Maps:   slices.Clone(t.Maps),
 		Chains: slices.Clone(t.Chains),
@@ -87,4 +88,13 @@ func (t NftTable) clone() NftTable {
 		c.Chains[i].Rules = slices.Clone(c.Chains[i].Rules)
 	}
 	return c
+}
+
+// declaration is how the set's type is declared: "type ipv4_addr", or a typeof declaration
+// as is.
+func (s NftSet) declaration() string {
+	if strings.HasPrefix(s.Type, "typeof ") {
+		return s.Type
+	}
+	return "type " + s.Type
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
@@ -43,6 +44,13 @@ func setName(kind string, parts ...string) string {
 type setBuilder struct {
 	addrs    []netip.Addr
 	prefixes []netip.Prefix
+	macs     []MAC
+}
+
+func (b *setBuilder) addMAC(m MAC) {
+	if !m.IsZero() {
+		b.macs = append(b.macs, m)
+	}
 }
 
 func (b *setBuilder) addAddrs(as []netip.Addr) {
@@ -81,6 +89,10 @@ func (b *setBuilder) build() AddrSet {
 	}
 	slices.SortFunc(b.addrs, netip.Addr.Compare)
 	s.Addrs = keepUncovered(b.addrs[:0], b.addrs, s.Prefixes)
+	if len(b.macs) > 0 {
+		slices.SortFunc(b.macs, func(x, y MAC) int { return bytes.Compare(x[:], y[:]) })
+		s.MACs = slices.Compact(b.macs)
+	}
 	*b = setBuilder{}
 	return s
 }

@@ -3,7 +3,6 @@ package policy
 import (
 	"encoding/json"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -291,7 +290,7 @@ func podOf(pod *corev1.Pod) Pod {
 	primary := false
 	for _, st := range statuses {
 		ep := Endpoint{Network: NetworkID(st.Name), Interface: st.Interface, IPs: parseAddrs(st.IPs)}
-		if mac, err := net.ParseMAC(st.Mac); err == nil && len(mac) == 6 {
+		if mac, err := ParseMAC(st.Mac); err == nil {
 			ep.MAC = mac
 		}
 		if st.Default {

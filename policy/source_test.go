@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -52,7 +51,7 @@ func TestPodOf(t *testing.T) {
 	want := fmt.Sprintf("ns/p n1 %v %v",
 		[]NamedPort{{"http", "TCP", 8080}, {"dns", "UDP", 53}},
 		[]Endpoint{{Network: Primary, Interface: "eth0", IPs: []netip.Addr{netip.MustParseAddr("10.244.1.2")}},
-			{Network: "ns/mv", Interface: "net1", MAC: mustMAC(t, "0a:58:c0:a8:01:05"),
+			{Network: "ns/mv", Interface: "net1", MAC: MAC{0x0a, 0x58, 0xc0, 0xa8, 0x01, 0x05},
 				IPs: []netip.Addr{netip.MustParseAddr("192.168.1.5"), netip.MustParseAddr("fd00::5")}}})
 	if got != want {
 		t.Errorf("podOf =\n %s\nwant\n %s", got, want)
@@ -100,13 +99,4 @@ func TestTrimBlock(t *testing.T) {
 	if _, ok := small.Object["spec"].(map[string]any)["allocations"]; ok {
 		t.Error("the trimmed block keeps its allocations")
 	}
-}
-
-func mustMAC(t *testing.T, s string) net.HardwareAddr {
-	t.Helper()
-	mac, err := net.ParseMAC(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mac
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -86,9 +87,42 @@ type Endpoint struct {
 	// HostInterface is the host side of the primary network's veth; empty on secondaries.
 	HostInterface string
 	IPs           []netip.Addr
-	// MAC is the pod's hardware address on the attachment, when known: on a secondary
-	// network, where pods share a link layer, the tenant guard also keeps frames apart by it.
-	MAC net.HardwareAddr
+	// MAC is the pod's hardware address on the attachment; zero when not known. On a
+	// secondary network, where pods share a link layer, the tenant guard also keeps frames
+	// apart by it, and a local pod sends no frame from another.
+	MAC MAC
+	// LinkLocal are the IPv6 link-local addresses the interface has, as its ADD found them:
+	// known for local pods only, where they are the link-local sources the pod may use.
+	LinkLocal []netip.Addr
+}
+
+// MAC is an Ethernet hardware address; the zero MAC means "not known".
+type MAC [6]byte
+
+// ParseMAC reads an Ethernet address in any form net.ParseMAC accepts.
+func ParseMAC(s string) (MAC, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		return MAC{}, err
+	}
+	if len(hw) != len(MAC{}) {
+		return MAC{}, fmt.Errorf("parse MAC %q: not a 6-byte Ethernet address", s)
+	}
+	return MAC(hw), nil
+}
+
+// IsZero reports whether the MAC is not known.
+func (m MAC) IsZero() bool { return m == MAC{} }
+
+func (m MAC) String() string { return net.HardwareAddr(m[:]).String() }
+
+// MarshalText writes the MAC as String does.
+func (m MAC) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText reads a MAC as ParseMAC does.
+func (m *MAC) UnmarshalText(b []byte) (err error) {
+	*m, err = ParseMAC(string(b))
+	return err
 }
 
 // PolicyKind tells a Kubernetes NetworkPolicy from a MultiNetworkPolicy.
@@ -124,8 +158,8 @@ type Ruleset struct {
 	// Host holds the rules for the local pods' primary endpoints, enforced on the host side of
 	// their veths.
 	Host Table
-	// Pods holds, for every local pod with secondary endpoints, the rules enforced inside its
-	// network namespace.
+	// Pods holds, for every local pod with an interface, the rules enforced inside its
+	// network namespace: its secondary endpoints' rules and every interface's link rules.
 	Pods map[PodKey]Table
 }
 
@@ -134,12 +168,40 @@ type Ruleset struct {
 type Table struct {
 	Sets      map[string]AddrSet
 	Endpoints []EndpointRules // sorted by Interface
+	// Links are the link-layer rules of a pod's interfaces, in a pod's table only: sorted
+	// by Interface.
+	Links []LinkRules
 }
 
-// AddrSet is a named set of addresses and prefixes, sorted and without duplicates.
+// LinkRules keep one of a pod's interfaces honest at the link layer, for every frame
+// whatever its ethertype: the pod sends only from its own hardware and network addresses
+// (ARP and neighbour advertisements included), and on a shared link layer exchanges frames
+// only with the pods its tenant guard allows.
+type LinkRules struct {
+	Pod       PodKey
+	Network   NetworkID
+	Interface string
+	// Routed is true on the primary network, routed through the node: nothing but IPv4,
+	// IPv6 and ARP has anywhere to go there.
+	Routed bool
+	// MAC is the only source hardware address the interface may send from; zero when not
+	// known, and then not checked.
+	MAC MAC
+	// Sources are the only network addresses the interface may send from: its addresses
+	// and its IPv6 link-local ones. With no link-local known, any link-local source passes.
+	Sources []netip.Addr
+	// Guard, when set, drops frames from and to hardware addresses in Universe that are not
+	// in Allowed: the tenant boundary on a shared link layer.
+	Guard Guard
+}
+
+// AddrSet is a named set of addresses and prefixes, sorted and without duplicates. A guard's
+// set on a secondary network also holds the pods' hardware addresses, which the link-layer
+// guard matches.
 type AddrSet struct {
 	Addrs    []netip.Addr
 	Prefixes []netip.Prefix
+	MACs     []MAC
 }
 
 // EndpointRules are the rules for the traffic of one endpoint.
