@@ -201,7 +201,11 @@ func addError(pod delegate.PodRef, err error) error {
 	case errors.As(err, &cniErr) && cniErr.Code != 0:
 		code = cniErr.Code
 	}
-	return &addFailure{err: err, cni: types.NewError(code, fmt.Sprintf("pod %s: %v", pod, err), "")}
+	msg := err.Error()
+	if !errors.As(err, new(*npwg.Error)) { // which names the pod itself
+		msg = fmt.Sprintf("pod %s: %s", pod, msg)
+	}
+	return &addFailure{err: err, cni: types.NewError(code, msg, "")}
 }
 
 // addFailure is a failed ADD: the runtime gets the CNI error (the CNI server finds it with
