@@ -95,7 +95,9 @@ func (e webhookEndpoint) String() string {
 // save calls.
 var podMatchConditions = []admregv1.MatchCondition{{
 	Name: "creation-ephemeral-containers-or-networks-change",
-	Expression: "request.operation == 'CREATE' || request.subResource == '" + subresourceEphemeral + "' || " +
+	// request.subResource is absent, not empty, on the pod itself: has() first, or the
+	// condition fails, and with it (failure policy Fail) every pod update.
+	Expression: "request.operation == 'CREATE' || (has(request.subResource) && request.subResource == '" + subresourceEphemeral + "') || " +
 		annotationChanged(nadv1.NetworkAttachmentAnnot) + " || " + annotationChanged(npwg.DefaultNetworkAnnot),
 }}
 
