@@ -41,6 +41,13 @@
 //     ports resolved against the selected pod's own ports on ingress and against each
 //     destination pod's ports on egress.
 //
+// Below both, every interface of a local pod has link rules (Table.Links, RenderLinks), which
+// see every frame whatever its ethertype: the pod sends from no hardware or network address
+// it was not given (ARP senders and neighbour-advertisement targets included), and on a
+// secondary network, where pods of several tenants may share a link layer, the tenant
+// guard's sets also hold the pods' hardware addresses, so that frames the network-address
+// rules never see (ARP, IPv6 link-local, other ethertypes) stop at the same boundary.
+//
 // Established traffic is allowed back by the renderer's connection tracking; the rules decide
 // new connections only. The rules of the primary network live on the node, on the host side of
 // each pod's veth (Ruleset.Host); those of macvlan, ipvlan and SR-IOV netdevs, whose traffic
