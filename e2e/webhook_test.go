@@ -388,10 +388,10 @@ func (w *webhookEnv) testNetworksChanged(t *testing.T, a *env) {
 	_, err = pods.Patch(w.ctx, p.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 	refused(t, err, apierrors.IsForbidden, "pods.admission.loom.dev", "pod wh-a/mover may not use network wh-b/net-b", "tenant b")
 	patch = fmt.Sprintf(`{"metadata":{"annotations":{%q:"wh-a/net-a"}}}`, nadv1.NetworkAttachmentAnnot)
-	if _, err := pods.Patch(w.ctx, p.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	if _, err = pods.Patch(w.ctx, p.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Errorf("networks changed to the tenant's own NAD: %v", err)
 	}
-	if _, err := pods.Patch(w.ctx, p.Name, types.MergePatchType, []byte(`{"metadata":{"labels":{"moved":"no"}}}`), metav1.PatchOptions{}); err != nil {
+	if _, err = pods.Patch(w.ctx, p.Name, types.MergePatchType, []byte(`{"metadata":{"labels":{"moved":"no"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Errorf("a label change was refused: %v", err)
 	}
 	got, err := pods.Get(w.ctx, p.Name, metav1.GetOptions{})
@@ -451,10 +451,10 @@ func (w *webhookEnv) testADDAfterGrantRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := unstructured.SetNestedStringSlice(u.Object, nil, "spec", "nodeResources", "masters"); err != nil {
+	if err = unstructured.SetNestedStringSlice(u.Object, nil, "spec", "nodeResources", "masters"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.dyn.Resource(tenants.GVR).Update(w.ctx, u, metav1.UpdateOptions{}); err != nil {
+	if _, err = w.dyn.Resource(tenants.GVR).Update(w.ctx, u, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("take the grant back: %v", err)
 	}
 	time.Sleep(2 * time.Second)   // loomd's Tenant cache follows a watch
