@@ -102,6 +102,44 @@ func TestAskedAddresses(t *testing.T) {
 	globex.deletePod("holder")
 	// The refused pods left no link, address, record or cache entry on any node.
 	waitClean(t, c)
+
+	t.Run("loom-ipam", func(t *testing.T) { testAskedPoolAddress(t, c, acme, globex) })
+}
+
+// testAskedPoolAddress checks loom-ipam: both tenants' NADs draw from one pool (one range);
+// a pod gets exactly the address it asks for, and a pod of the other tenant on another node
+// asking for it is refused by the allocator, naming the holder and its node, with nothing
+// allocated to it.
+func testAskedPoolAddress(t *testing.T, c *sim.Cluster, acme, globex *env) {
+	const pooled = `{"cniVersion":"1.0.0","type":"macvlan","master":"eth0","mode":"bridge","capabilities":{"ips":true},
+	  "ipam":{"type":"loom-ipam","range":"192.168.91.0/24","blockSize":28}}`
+	acme.nad("pool", pooled)
+	globex.nad("pool", pooled)
+	const asked = "192.168.91.5"
+	globex.pod(podSpec{name: "pool-holder", node: "node1", networks: `[{"name":"pool","ips":["` + asked + `/24"]}]`})
+	globex.running("pool-holder")
+	if got := globex.podAddrs("pool-holder")["net1"]; len(got) != 1 || got[0] != asked {
+		t.Fatalf("pool-holder's net1 has %v, want the %s it asked for", got, asked)
+	}
+
+	acme.pod(podSpec{name: "pool-taker", node: "node2", networks: `[{"name":"pool","ips":["` + asked + `/24"]}]`})
+	p := acme.failed("pool-taker")
+	t.Logf("refused: %s", p.Status.Message)
+	for _, want := range []string{nsAcme + "/pool-taker", asked, nsGlobex + "/pool-holder", "node1"} {
+		if !strings.Contains(p.Status.Message, want) {
+			t.Errorf("failure message %q does not mention %s", p.Status.Message, want)
+		}
+	}
+	for _, b := range listIPBlocks(t, c) {
+		for _, a := range b.Spec.Allocations {
+			if a.Owner.Name == "pool-taker" {
+				t.Errorf("block %s allocates %s to the refused pod", b.Name, a.IP)
+			}
+		}
+	}
+	acme.deletePod("pool-taker")
+	globex.deletePod("pool-holder")
+	waitClean(t, c)
 }
 
 // ledgerEntries lists the record files of a node's ledger.
