@@ -7,8 +7,9 @@
 // and its namespaces its alone.
 //
 // Every replica, leader or not, serves the admission webhook: the API server asks it before
-// it stores a Pod, a NetworkAttachmentDefinition or a Tenant, and it refuses those that break
-// a tenant's rules, so a bad pod is rejected at kubectl apply rather than stuck in
+// it stores a Pod, a NetworkAttachmentDefinition or a Tenant, a change of a pod's networks
+// annotation or an ephemeral container added to a pod, and it refuses those that break a
+// tenant's rules, so a bad pod is rejected at kubectl apply rather than stuck in
 // ContainerCreating. The replicas share the webhook's certificate through a Secret and each
 // keeps the ValidatingWebhookConfiguration that points the API server at them.
 //
