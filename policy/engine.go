@@ -46,13 +46,13 @@ type LocalPod struct {
 // Engine enforces tenants and policies for the pods of one node.
 type Engine struct {
 	node string
-	nft  string
+	open WriterFactory
 	src  Source
 	log  *slog.Logger
 
 	mu    sync.Mutex
 	local map[string]LocalPod // by container ID
-	host  *Applier
+	host  TableWriter
 	hostC SetCache
 	pods  map[PodKey]*podPoint
 	// statsMu guards stats, so that Stats never waits behind a sync that runs nft.
@@ -74,7 +74,7 @@ type podPoint struct {
 
 // tablePoint is one table of an enforcement point and what was last applied to it.
 type tablePoint struct {
-	applier *Applier
+	applier TableWriter
 	applied *NftTable
 }
 
@@ -142,17 +142,48 @@ type Stats struct {
 	PodTables int
 }
 
+// TableWriter keeps one table of one network namespace in step with what it is given:
+// Applier, with nft and the kernel; a fake in tests that need no root.
+type TableWriter interface {
+	// Apply makes the table want, in one transaction.
+	Apply(ctx context.Context, want NftTable) error
+	// Verify returns an error wrapping ErrDrift when the kernel's table is not the one
+	// last applied.
+	Verify(ctx context.Context) error
+	// Reset forgets what was applied: the next Apply writes the table whole.
+	Reset()
+	// Delete removes the table; a table or namespace already gone is success.
+	Delete(ctx context.Context) error
+}
+
+var _ TableWriter = (*Applier)(nil)
+
+// WriterFactory opens the TableWriter of the table of family ("" for inet, "netdev" for a
+// pod's link rules) in the network namespace at netns ("" for the engine's own).
+type WriterFactory func(netns, family string) TableWriter
+
 // NewEngine returns an engine for node that runs the nft binary at nftPath. The node's own
 // rules go into the network namespace at hostNetns ("" for loomd's own).
 func NewEngine(node, nftPath, hostNetns string, src Source, log *slog.Logger) *Engine {
 	log = log.With("component", "policy")
+	open := func(netns, family string) TableWriter {
+		if family == nftLinkFamily {
+			return NewLinkApplier(nftPath, netns, log)
+		}
+		return NewApplier(nftPath, netns, log)
+	}
+	return NewEngineWith(node, hostNetns, src, open, log)
+}
+
+// NewEngineWith is NewEngine writing its tables through the writers open returns.
+func NewEngineWith(node, hostNetns string, src Source, open WriterFactory, log *slog.Logger) *Engine {
 	return &Engine{
 		node:  node,
-		nft:   nftPath,
+		open:  open,
 		src:   src,
 		log:   log,
 		local: map[string]LocalPod{},
-		host:  NewApplier(nftPath, hostNetns, log),
+		host:  open(hostNetns, ""),
 		pods:  map[PodKey]*podPoint{},
 		retry: make(chan struct{}, 1),
 	}
@@ -374,8 +405,8 @@ func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, t Table
 	pt := e.pods[key]
 	if pt == nil || pt.netns != netns {
 		pt = &podPoint{netns: netns,
-			inet: tablePoint{applier: NewApplier(e.nft, netns, e.log)},
-			link: tablePoint{applier: NewLinkApplier(e.nft, netns, e.log)}}
+			inet: tablePoint{applier: e.open(netns, "")},
+			link: tablePoint{applier: e.open(netns, nftLinkFamily)}}
 		e.pods[key] = pt
 	}
 	var inet NftTable
