@@ -42,7 +42,10 @@ type AddressGate struct {
 	pods        atomic.Pointer[ClusterPods] // nil: the ledger alone
 }
 
-var _ delegate.Gate = (*AddressGate)(nil)
+var (
+	_ delegate.Gate = (*AddressGate)(nil)
+	_ ClusterPods   = (*policy.ClusterSource)(nil)
+)
 
 // NewAddressGate returns the gate. Until SetClusterPods gives it the cluster's pods, it checks
 // this node's attachments only. defaultLink returns the node's default-route interface
@@ -58,11 +61,12 @@ func (g *AddressGate) SetClusterPods(p ClusterPods) { g.pods.Store(&p) }
 // Admit implements delegate.Gate: an *npwg.Error wrapping an *npwg.TakenError when an
 // address or MAC the pod asks for is taken.
 func (g *AddressGate) Admit(pod delegate.PodRef, specs []delegate.Spec, recorded func() ([]delegate.Record, error)) error {
-	link := g.defaultLink()
-	asked := npwg.Asked(pod, specs, link)
-	if len(asked) == 0 {
+	// Most pods ask for nothing: they cost no look-up of the default route.
+	if len(npwg.Asked(pod, specs, "")) == 0 {
 		return nil
 	}
+	link := g.defaultLink()
+	asked := npwg.Asked(pod, specs, link)
 	recs, err := recorded()
 	if err != nil {
 		return fmt.Errorf("check the addresses pod %s asks for: %w", pod, err)
