@@ -8,6 +8,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/utils"
+
+	"github.com/loom-cni/loom/delegate"
 )
 
 // FuzzParseNetworks feeds arbitrary annotations to the parser. Whatever it accepts must be
@@ -104,6 +106,44 @@ func FuzzLoadNetConfig(f *testing.F) {
 		again, err := loadNetConfig(conf.bytes, "other", "0.4.0", args)
 		if err != nil || string(again.bytes) != string(conf.bytes) {
 			t.Fatalf("reloading changed the config: %v\n%s\n%s", err, conf.bytes, again.bytes)
+		}
+	})
+}
+
+// FuzzClaims feeds arbitrary network configurations (a tenant writes them) and requests to
+// the segment and claim readers. A segment either is the network's own or does not depend on
+// the network's name; and whatever a configuration asks for, another pod that has the same
+// on the same network is found to have taken it.
+func FuzzClaims(f *testing.F) {
+	for _, seed := range []struct{ config, ips, mac string }{
+		{`{"type":"macvlan","master":"eth0"}`, "10.0.0.5/24", ""},
+		{`{"cniVersion":"1.0.0","plugins":[{"type":"bridge","bridge":"br0","vlan":7},{"type":"tuning"}]}`, "fd00::5/64", "02:00:00:00:00:05"},
+		{`{"plugins":[{"type":"macvlan","args":{"cni":{"ips":["10.1.0.1"],"mac":"02:00:00:00:00:01"}}}]}`, "", ""},
+		{`{"type":"ipvlan","linkInContainer":true,"master":"x"}`, "192.0.2.1", ""},
+		{`{"type":"sriov","vlan":"7"}`, "", "0a:00:00:00:00:01"},
+		{`{"plugins":"x"}`, "10.0.0.1", ""},
+		{`[]`, "", ""},
+	} {
+		f.Add(seed.config, seed.ips, seed.mac)
+	}
+	f.Fuzz(func(t *testing.T, config, ip, mac string) {
+		spec := func(network string) delegate.Spec {
+			return delegate.Spec{Network: network, Ifname: "net1", Config: json.RawMessage(config), Resource: "loom.dev/pool",
+				CapabilityArgs: map[string]any{"ips": []string{ip}, "mac": mac}}
+		}
+		a, b := SegmentOf(spec("acme/lan"), "eth0"), SegmentOf(spec("globex/lan"), "eth0")
+		if a != b && (a != "network acme/lan" || b != "network globex/lan") {
+			t.Fatalf("segments %q and %q: either the networks' own or one", a, b)
+		}
+		asked := Asked(acme, []delegate.Spec{spec("acme/lan")}, "eth0")
+		held := Recorded(delegate.Record{ContainerID: "c-g1", Pod: globex,
+			Attachments: []delegate.Entry{{Spec: spec("acme/lan"), State: delegate.StateAdding}}}, "eth0")
+		err := Taken(asked, held)
+		if len(asked) > 0 && !errors.As(err, new(*TakenError)) {
+			t.Fatalf("asked %+v, held the same %+v: got %v, want a refusal", asked, held, err)
+		}
+		if len(asked) == 0 && err != nil {
+			t.Fatalf("nothing asked: got %v", err)
 		}
 	})
 }
