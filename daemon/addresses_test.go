@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -145,5 +146,32 @@ func TestAddressGate(t *testing.T) {
 	}
 	if err = add("acme", "a1", "other", "10.9.0.7/24", "2001:db8:9::7/64"); err != nil {
 		t.Errorf("the same addresses on another master: %v", err)
+	}
+}
+
+// TestAddErrorCodes checks the CNI codes a failed ADD reaches the runtime with: a taken
+// address is the configuration's fault, a delegate's own code passes through, anything else
+// is internal; and the pod is named once.
+func TestAddErrorCodes(t *testing.T) {
+	pod := delegate.PodRef{Namespace: "acme", Name: "a1"}
+	taken := &npwg.Error{Pod: "acme/a1", Network: "acme/lan", Problem: "taken", Err: &npwg.TakenError{}}
+	delegated := &delegate.AttachError{Network: "acme/lan", Ifname: "net1", Err: types.NewError(types.ErrTryAgainLater, "busy", "")}
+	for _, c := range []struct {
+		err  error
+		code uint
+	}{
+		{taken, types.ErrInvalidNetworkConfig},
+		{delegated, types.ErrTryAgainLater},
+		{errors.New("disk full"), types.ErrInternal},
+	} {
+		err := addError(pod, c.err)
+		var cniErr *types.Error
+		if !errors.As(err, &cniErr) || cniErr.Code != c.code || !errors.Is(err, c.err) {
+			t.Errorf("%v: got %+v, want code %d wrapping the cause", c.err, cniErr, c.code)
+			continue
+		}
+		if n := strings.Count(cniErr.Msg, "acme/a1"); n != 1 {
+			t.Errorf("%q names the pod %d times, want once", cniErr.Msg, n)
+		}
 	}
 }
