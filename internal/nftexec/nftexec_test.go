@@ -24,7 +24,7 @@ func TestRunInNamespace(t *testing.T) {
 	defer cancel()
 
 	const table = "loomt_nftexec"
-	if _, err := Run(ctx, nft, path, "table inet "+table+" {\n\tset s {\n\t\ttype ipv6_addr\n\t}\n}\n", "-f", "-"); err != nil {
+	if _, err = Run(ctx, nft, path, "table inet "+table+" {\n\tset s {\n\t\ttype ipv6_addr\n\t}\n}\n", "-f", "-"); err != nil {
 		t.Fatalf("write a table: %v", err)
 	}
 	out, err := Run(ctx, nft, path, "", "list", "table", "inet", table)
@@ -32,8 +32,8 @@ func TestRunInNamespace(t *testing.T) {
 		t.Fatalf("list the table in the namespace: %v\n%s", err, out)
 	}
 	// The caller's namespace (the host's, for this test) must not have it.
-	if out, err := Run(ctx, nft, "", "", "list", "table", "inet", table); err == nil {
-		t.Fatalf("the table is in the caller's namespace too:\n%s", out)
+	if hostOut, hostErr := Run(ctx, nft, "", "", "list", "table", "inet", table); hostErr == nil {
+		t.Fatalf("the table is in the caller's namespace too:\n%s", hostOut)
 	}
 	if _, err := Run(ctx, nft, path, "table inet "+table+" { chain c { no-such-statement } }\n", "-f", "-"); err == nil ||
 		!strings.Contains(err.Error(), "nft -f -") {
