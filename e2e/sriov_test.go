@@ -445,7 +445,7 @@ func testTenantsOnVFs(t *testing.T, c *sim.Cluster, platformNS string, before vf
 				"namespaceSelector": map[string]any{"matchLabels": map[string]any{"loom-e2e/tenant": tenant}},
 				"sharedNetworks":    []any{shared},
 				"vlans":             []any{"100-199"},
-				"sriov":             map[string]any{"pools": []any{sim.SRIOVPoolA}, "vfQuota": 1},
+				"sriov":             map[string]any{"pools": []any{sim.SRIOVPoolA}, "vfQuota": 2},
 			},
 		}}
 		if _, err = dyn.Resource(tenants.GVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil {

@@ -98,7 +98,7 @@ func (te *tenancyEnv) setUp() {
 			t.Fatal(err)
 		}
 	}
-	te.tenant("a", map[string]any{"addressPools": []any{map[string]any{"name": "main", "cidr": tenantAPool, "blockSize": 28}}})
+	te.tenant("a", tenantASpec())
 	te.tenant("b", nil)
 	te.envs[nsPlat].nad("shared", `{"cniVersion":"1.0.0","type":"macvlan","master":"eth0","mode":"bridge",
 	  "ipam":{"type":"loom-ipam","range":"192.168.70.0/24","blockSize":28}}`)
@@ -135,6 +135,15 @@ func (te *tenancyEnv) setUp() {
 			te.dyn.Resource(tenants.GVR).Delete(context.Background(), name, metav1.DeleteOptions{})
 		}
 	})
+}
+
+// tenantASpec is tenant a's spec beyond its namespaces: its own address pool, and the nodes'
+// eth0 as a master for networks of its own (testADDDenial's "private").
+func tenantASpec() map[string]any {
+	return map[string]any{
+		"addressPools":  []any{map[string]any{"name": "main", "cidr": tenantAPool, "blockSize": 28}},
+		"nodeResources": map[string]any{"masters": []any{"eth0"}},
+	}
 }
 
 // tenant creates (or replaces the spec of) a Tenant selecting the namespaces labelled with
@@ -394,7 +403,7 @@ func (te *tenancyEnv) testInvalidPolicy(t *testing.T) {
 // testPeers: tenants that name each other as peers reach each other on every network; one
 // naming the other is not enough.
 func (te *tenancyEnv) testPeers(t *testing.T) {
-	pool := map[string]any{"addressPools": []any{map[string]any{"name": "main", "cidr": tenantAPool, "blockSize": 28}}}
+	pool := tenantASpec()
 	withPeer := func(peer string, m map[string]any) map[string]any {
 		out := map[string]any{"peers": []any{peer}}
 		for k, v := range m {
