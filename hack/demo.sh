@@ -76,10 +76,22 @@ if [[ $mode != bridge ]]; then
   run "$kubectl" apply -f "$root/examples/demo/tenants.yaml"
   run "$kubectl" wait --for=condition=Ready pod --all -n acme --timeout=90s
   run "$kubectl" wait --for=condition=Ready pod --all -n globex --timeout=90s
-  say "The admission webhook refuses an acme pod on globex's network"
+  say "The admission webhook refuses an acme pod on a platform network acme was not given"
   if "$kubectl" run intruder -n acme --image=registry.k8s.io/pause:3.10 \
-      --overrides='{"metadata":{"annotations":{"k8s.v1.cni.cncf.io/networks":"globex/lan"}}}' 2>&1; then
+      --overrides='{"metadata":{"annotations":{"k8s.v1.cni.cncf.io/networks":"demo/macvlan-underlay"}}}' 2>&1; then
     echo "  FAIL  the pod was admitted"
+    fail=1
+  fi
+  say "... and an acme network on the node's own eth0"
+  if "$kubectl" apply -f - 2>&1 <<'YAML'
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: own-lan, namespace: acme}
+spec:
+  config: '{"cniVersion":"1.0.0","type":"macvlan","master":"eth0","mode":"bridge","ipam":{"type":"loom-ipam","range":"192.168.92.0/24"}}'
+YAML
+  then
+    echo "  FAIL  the network was admitted"
     fail=1
   fi
   say "Who reaches whom: every pod pair on every network, against the tenants' rules"
