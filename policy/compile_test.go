@@ -372,3 +372,68 @@ func TestCompilePlatformOnlyNetwork(t *testing.T) {
 		t.Errorf("the platform pod's boundary lets the tenant's pod in: %v", allowed)
 	}
 }
+
+// A pod with two secondary networks is filed under both: filing it under the second must not
+// cut the first network's list of pods short, which made pods vanish from it: a same-tenant
+// pod fell outside red-a/web's boundary (red has more pods than the cut list, so the list is
+// what the boundary is built from), and blue-a/other, whose static address is outside the
+// network's subnets, fell out of the network's universe and got through. Which pod a cut
+// list loses depends on the order of the snapshot's pods: every order is tried.
+func TestCompileIndexesEveryNetworkOfAPod(t *testing.T) {
+	pods := []Pod{{
+		PodKey: PodKey{"red-a", "web"}, Node: "n1", Tenant: "red",
+		Endpoints: []Endpoint{
+			{Network: "shared/net-a", Interface: "net1", IPs: []netip.Addr{ip("192.168.1.1"), ip("fd00:1::1")}},
+			{Network: "shared/net-b", Interface: "net2", IPs: []netip.Addr{ip("192.168.2.1"), ip("fd00:2::1")}},
+		},
+	}, {
+		PodKey: PodKey{"red-a", "peer"}, Node: "n2", Tenant: "red",
+		Endpoints: []Endpoint{{Network: "shared/net-a", Interface: "net1", IPs: []netip.Addr{ip("192.168.1.2"), ip("fd00:1::2")}}},
+	}, {
+		PodKey: PodKey{"red-a", "idle"}, Node: "n2", Tenant: "red",
+		Endpoints: []Endpoint{{Network: Primary, Interface: "eth0", IPs: []netip.Addr{ip("10.244.0.3"), ip("fd00:10::3")}}},
+	}, {
+		PodKey: PodKey{"blue-a", "other"}, Node: "n2", Tenant: "blue",
+		Endpoints: []Endpoint{{Network: "shared/net-a", Interface: "net1", IPs: []netip.Addr{ip("172.16.1.9"), ip("fd00:9::9")}}},
+	}}
+	for _, order := range permutations(len(pods)) {
+		s := Snapshot{
+			ClusterCIDRs: []netip.Prefix{pfx("10.244.0.0/16"), pfx("fd00:10::/48")},
+			Namespaces:   []Namespace{{Name: "red-a", Tenant: "red"}, {Name: "blue-a", Tenant: "blue"}},
+			Tenants:      []Tenant{{Name: "red"}, {Name: "blue"}},
+			Networks: []Network{
+				{ID: "shared/net-a", Subnets: []netip.Prefix{pfx("192.168.1.0/24"), pfx("fd00:1::/64")}},
+				{ID: "shared/net-b", Subnets: []netip.Prefix{pfx("192.168.2.0/24"), pfx("fd00:2::/64")}},
+			},
+		}
+		for _, i := range order {
+			s.Pods = append(s.Pods, pods[i])
+		}
+		ep, table := endpointOf(t, Compile(s, "n1"), PodKey{"red-a", "web"}, "shared/net-a")
+		for _, tc := range []struct {
+			peer string
+			want bool
+		}{{"192.168.1.2", true}, {"fd00:1::2", true}, {"172.16.1.9", false}, {"fd00:9::9", false}} {
+			for name, d := range map[string]Direction{"egress to": ep.Egress, "ingress from": ep.Ingress} {
+				if got := table.Allows(d, Packet{Peer: ip(tc.peer), Protocol: "TCP", Port: 80}); got != tc.want {
+					t.Errorf("pods in order %v: red-a/web %s %s on net-a: allowed = %v, want %v", order, name, tc.peer, got, tc.want)
+				}
+			}
+		}
+	}
+}
+
+// permutations lists every order of 0..n-1.
+func permutations(n int) [][]int {
+	if n == 0 {
+		return [][]int{{}}
+	}
+	var out [][]int
+	for _, p := range permutations(n - 1) {
+		for i := range n {
+			q := append(append(slices.Clone(p[:i]), n-1), p[i:]...)
+			out = append(out, q)
+		}
+	}
+	return out
+}

@@ -78,19 +78,27 @@ func (s peerSelection) setName(more ...string) string {
 	return setName(kindPeer, parts...)
 }
 
-// podIndex groups the snapshot's pods by a key without a slice per key: last holds the last
-// pod of each key and next chains each pod to the one before it. Adding a pod of a key seen
-// before costs one map lookup and no allocation, which keeps Compile's pass over a large
-// cluster cheap.
+// podIndex groups the snapshot's pods by a key without a slice per key. Each time a pod is
+// added under a key it gets an entry of its own, chained to the key's entry before it; last
+// holds each key's newest entry. A pod may be added under several keys (a pod with several
+// networks): each entry has its own link, so one key's chain never runs into another's.
+// Adding costs one map lookup and, within the room the index was made with, no allocation,
+// which keeps Compile's pass over a large cluster cheap.
 type podIndex struct {
-	pods []Pod
-	keys map[string]int32 // key → its position in last
-	last []int32
-	next []int32
+	pods    []Pod
+	keys    map[string]int32 // key → its position in last
+	last    []int32          // per key, its newest entry
+	entries []indexEntry
 }
 
-func newPodIndex(pods []Pod, keys int) podIndex {
-	return podIndex{pods: pods, keys: make(map[string]int32, keys), last: make([]int32, 0, keys), next: make([]int32, len(pods))}
+// indexEntry is one pod filed under one key, with the key's entry filed before it (-1: none).
+type indexEntry struct {
+	pod, next int32
+}
+
+// newPodIndex makes an index of pods with room for the given number of keys and entries.
+func newPodIndex(pods []Pod, keys, entries int) podIndex {
+	return podIndex{pods: pods, keys: make(map[string]int32, keys), last: make([]int32, 0, keys), entries: make([]indexEntry, 0, entries)}
 }
 
 func (x *podIndex) add(key string, i int) {
@@ -100,8 +108,8 @@ func (x *podIndex) add(key string, i int) {
 		x.keys[key] = k
 		x.last = append(x.last, -1)
 	}
-	x.next[i] = x.last[k]
-	x.last[k] = int32(i)
+	x.entries = append(x.entries, indexEntry{pod: int32(i), next: x.last[k]})
+	x.last[k] = int32(len(x.entries) - 1)
 }
 
 // each calls f for every pod with key, last added first.
@@ -110,8 +118,8 @@ func (x *podIndex) each(key string, f func(*Pod)) {
 	if !ok {
 		return
 	}
-	for i := x.last[k]; i >= 0; i = x.next[i] {
-		f(&x.pods[i])
+	for e := x.last[k]; e >= 0; e = x.entries[e].next {
+		f(&x.pods[x.entries[e].pod])
 	}
 }
 
@@ -136,11 +144,13 @@ type compiledPolicy struct {
 func (p compiledPolicy) appliesTo(n NetworkID) bool { return slices.Contains(p.Networks, n) }
 
 func newCompiler(s *Snapshot, node string) *compiler {
+	// Every pod is in its namespace's index; only some are of the tenants or on the networks
+	// that matter to the node, so those indexes grow as they need.
 	c := &compiler{
 		s:             s,
-		podsByNS:      newPodIndex(s.Pods, len(s.Namespaces)),
-		podsByTenant:  newPodIndex(s.Pods, 0),
-		podsByNetwork: newPodIndex(s.Pods, 0),
+		podsByNS:      newPodIndex(s.Pods, len(s.Namespaces), len(s.Pods)),
+		podsByTenant:  newPodIndex(s.Pods, 0, 0),
+		podsByNetwork: newPodIndex(s.Pods, 0, 0),
 		tenants:       make(map[string]*Tenant, len(s.Tenants)),
 		nsLabels:      make(map[string]map[string]string, len(s.Namespaces)),
 		networks:      map[NetworkID]*Network{},
