@@ -60,6 +60,8 @@ func startPolicy(ctx context.Context, cfg daemon.Config, settings fabric.Setting
 		HostAddressAnnotation: fabric.AnnotationVTEPAddr,
 		Node:                  cfg.NodeName,
 	}, kube, dyn, nads, log)
+	// Addresses and MACs a pod asks for are checked against every pod's network-status.
+	svc.SetClusterPods(src)
 	engine := policy.NewEngine(cfg.NodeName, cfg.Policy.Nft, "", src, log)
 	if primary != nil {
 		primary.SetPoolFor(tenantPools(src.Directory, settings.ClusterCIDR))

@@ -54,7 +54,7 @@ func TestSynthesize(t *testing.T) {
 			if _, ok := blocks[p.Tenant]; !ok && !defaultPool.Contains(ip) {
 				t.Errorf("pod %s of %s at %s: outside the default pool %s", p.PodKey, p.Tenant, ip, defaultPool)
 			}
-			if !s.ClusterCIDR.Contains(ip) {
+			if !slices.ContainsFunc(s.ClusterCIDRs, func(c netip.Prefix) bool { return c.Contains(ip) }) {
 				t.Errorf("pod %s at %s: outside the cluster CIDR", p.PodKey, ip)
 			}
 		}
