@@ -155,37 +155,53 @@ func (s *Service) add(ctx context.Context, req *cniserver.Request, pa podArgs) (
 	}
 	ref := delegate.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: delegate.PodUID(pod.UID)}
 	id := delegate.ContainerID(req.ContainerID)
-	outcomes, err := s.orch.Add(ctx, ref, id, req.Netns, specs)
+	// What must still succeed once the pod is attached, or its networks are taken back:
+	// a result the runtime can read, then the pod's rules in place (a pod whose rules are
+	// not must not run).
+	var res types.Result
+	convert := func(_ context.Context, outcomes []delegate.Outcome) error {
+		var cerr error
+		if res, cerr = outcomes[0].Result.GetAsVersion(conf.CNIVersion); cerr != nil {
+			return &resultVersionError{version: conf.CNIVersion, err: cerr}
+		}
+		return nil
+	}
+	admit := func(ctx context.Context, outcomes []delegate.Outcome) error {
+		if s.enforcer == nil {
+			return nil
+		}
+		aerr := s.enforcer.Admit(ctx, localPod(pod, id, req.Netns, outcomes))
+		if aerr == nil {
+			return nil
+		}
+		if rerr := s.enforcer.Release(ctx, req.ContainerID); rerr != nil {
+			s.log.Error("forget the rules of a pod that failed", "namespace", pod.Namespace, "pod", pod.Name, "error", rerr)
+		}
+		return fmt.Errorf("write the pod's rules: %w", aerr)
+	}
+	outcomes, err := s.orch.Add(ctx, ref, id, req.Netns, specs, convert, admit)
 	if err != nil {
 		return nil, addError(ref, err)
-	}
-	if s.enforcer != nil {
-		if err = s.enforcer.Admit(ctx, localPod(pod, id, req.Netns, outcomes)); err != nil {
-			// A pod whose rules are not in place must not run: take its networks back.
-			if derr := s.orch.Del(ctx, id, req.Netns, nil); derr != nil {
-				s.log.Error("release attachments of a pod whose rules failed", "namespace", pod.Namespace, "pod", pod.Name, "error", derr)
-			}
-			if rerr := s.enforcer.Release(ctx, req.ContainerID); rerr != nil {
-				s.log.Error("forget the rules of a pod that failed", "namespace", pod.Namespace, "pod", pod.Name, "error", rerr)
-			}
-			return nil, types.NewError(types.ErrInternal, fmt.Sprintf("pod %s: %v", ref, err), "")
-		}
 	}
 	if err = s.writeStatus(PodKey{pod.Namespace, pod.Name, pod.UID}, outcomes); err != nil {
 		// The pod is attached; a status we cannot build is worth a log line, not a failure.
 		s.log.Error("build network-status", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
 	}
-	res, err := outcomes[0].Result.GetAsVersion(conf.CNIVersion)
-	if err != nil {
-		// The runtime cannot use a result it cannot read: take the pod's networks back now
-		// rather than leave them to a DEL that may never come.
-		if derr := s.orch.Del(ctx, delegate.ContainerID(req.ContainerID), req.Netns, nil); derr != nil {
-			s.log.Error("release attachments after an unconvertible result", "namespace", pod.Namespace, "pod", pod.Name, "error", derr)
-		}
-		return nil, types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert the default network's result to CNI %s", conf.CNIVersion), err.Error())
-	}
 	return json.Marshal(res)
 }
+
+// resultVersionError says the default network's result cannot be given in the CNI version
+// the runtime speaks.
+type resultVersionError struct {
+	version string
+	err     error
+}
+
+func (e *resultVersionError) Error() string {
+	return fmt.Sprintf("convert the default network's result to CNI %s: %v", e.version, e.err)
+}
+
+func (e *resultVersionError) Unwrap() error { return e.err }
 
 // addError is the CNI error of a failed orchestrator ADD. An address or MAC the pod asked
 // for that another interface has is the pod's mistake, which trying again does not mend; a
@@ -195,9 +211,12 @@ func addError(pod delegate.PodRef, err error) error {
 	code := uint(types.ErrInternal)
 	var taken *npwg.TakenError
 	var cniErr *types.Error
+	var version *resultVersionError
 	switch {
 	case errors.As(err, &taken):
 		code = types.ErrInvalidNetworkConfig
+	case errors.As(err, &version):
+		code = types.ErrIncompatibleCNIVersion
 	case errors.As(err, &cniErr) && cniErr.Code != 0:
 		code = cniErr.Code
 	}

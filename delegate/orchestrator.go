@@ -107,11 +107,36 @@ func (e *AttachError) Error() string {
 
 func (e *AttachError) Unwrap() error { return e.Err }
 
+// A CommitStep is what must still succeed, once every attachment of a container is made,
+// for its ADD to succeed: the pod's rules in place, a result the runtime can read. A step
+// that fails undoes whatever it did itself; Add then takes every attachment back.
+type CommitStep func(ctx context.Context, outcomes []Outcome) error
+
+// CommitError is Add's error when a commit step failed after every attachment was made.
+type CommitError struct {
+	Err error
+	// Rollback is nil when every attachment was released.
+	Rollback error
+}
+
+func (e *CommitError) Error() string {
+	msg := e.Err.Error()
+	if e.Rollback != nil {
+		msg += fmt.Sprintf(" (rollback incomplete, the next DEL or GC retries: %v)", e.Rollback)
+	}
+	return msg
+}
+
+func (e *CommitError) Unwrap() error { return e.Err }
+
 // Add attaches specs to a container strictly in order, recording each in the ledger before it
-// is attempted. The Gate, if any, decides first; what it refuses is neither recorded nor
-// attempted, and its error is returned as it is. If one fails, those before it are detached in reverse order, the record is
-// removed, and the error is an *AttachError naming the failed network and interface.
-func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netns string, specs []Spec) ([]Outcome, error) {
+// is attempted, then runs the commit steps in order. The Gate, if any, decides first; what it
+// refuses is neither recorded nor attempted, and its error is returned as it is. If an
+// attachment fails, those before it are detached in reverse order, the record is removed, and
+// the error is an *AttachError naming the failed network and interface; if a commit step
+// fails, every attachment is detached and the error is a *CommitError. Add is the one owner
+// of an ADD's rollback.
+func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netns string, specs []Spec, steps ...CommitStep) ([]Outcome, error) {
 	for _, s := range specs {
 		if _, ok := o.kinds[s.Kind]; !ok {
 			return nil, fmt.Errorf("attach network %q: unknown attachment kind %q", s.Network, s.Kind)
@@ -174,6 +199,12 @@ func (o *Orchestrator) Add(ctx context.Context, pod PodRef, id ContainerID, netn
 		e := rec.Attachments[last]
 		return nil, o.rollback(ctx, rec, last, &AttachError{Network: e.Network, Ifname: e.Ifname, Err: fmt.Errorf("record results: %w", err)})
 	}
+	for _, step := range steps {
+		if err := step(ctx, outcomes); err != nil {
+			ae := o.rollback(ctx, rec, last, &AttachError{Err: err})
+			return nil, &CommitError{Err: err, Rollback: ae.Rollback}
+		}
+	}
 	return outcomes, nil
 }
 
@@ -199,7 +230,7 @@ func (o *Orchestrator) admit(rec Record) error {
 
 // rollback releases, in reverse order, the attachments of rec up to and including the
 // attempted one after a failed ADD, and completes the *AttachError.
-func (o *Orchestrator) rollback(ctx context.Context, rec Record, attempted int, ae *AttachError) error {
+func (o *Orchestrator) rollback(ctx context.Context, rec Record, attempted int, ae *AttachError) *AttachError {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	for i := attempted + 1; i < len(rec.Attachments); i++ {

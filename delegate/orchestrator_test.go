@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -366,6 +367,38 @@ func TestDelAfterACrashMidAddReleasesEveryAttachment(t *testing.T) {
 	want := []string{"del b/net2", "del a/net1", "del default/eth0"}
 	if got := rec.log(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("calls = %v, want %v", got, want)
+	}
+	assertLedgerEmpty(t, l)
+}
+
+// A commit step that fails after every attachment is made takes all of them back: Add is the
+// one owner of an ADD's rollback. Steps run in order, each seeing every outcome, and a step
+// after a failed one never runs.
+func TestCommitStepFailureRollsEverythingBack(t *testing.T) {
+	o, rec, l := newTestOrchestrator(t)
+	var ran []string
+	first := func(_ context.Context, outcomes []Outcome) error {
+		ran = append(ran, fmt.Sprintf("first saw %d", len(outcomes)))
+		return nil
+	}
+	failing := func(context.Context, []Outcome) error {
+		ran = append(ran, "failing")
+		return errors.New("rules not written")
+	}
+	never := func(context.Context, []Outcome) error {
+		ran = append(ran, "never")
+		return nil
+	}
+	_, err := o.Add(context.Background(), pod, "c1", "/ns", specs("default", "a", "b"), first, failing, never)
+	var ce *CommitError
+	if !errors.As(err, &ce) || ce.Rollback != nil || ce.Err.Error() != "rules not written" {
+		t.Fatalf("err = %v, want a CommitError with a complete rollback", err)
+	}
+	if want := []string{"first saw 3", "failing"}; !slices.Equal(ran, want) {
+		t.Errorf("steps ran %v, want %v", ran, want)
+	}
+	if len(rec.held) != 0 {
+		t.Errorf("still held after a failed commit: %v", rec.held)
 	}
 	assertLedgerEmpty(t, l)
 }
