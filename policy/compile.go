@@ -265,9 +265,8 @@ func (c *compiler) rules(pol compiledPolicy, d dir, r validRule, p *Pod, n Netwo
 		if len(fixed) > 0 {
 			out = append(out, Rule{Peer: pv, Ports: sortPorts(fixed), Policy: pol.key})
 		}
-		if peer.cidr.IsValid() {
-			continue // an address outside the cluster has no named ports
-		}
+		// A named port is "a named port on a pod": for an ipBlock peer, that of each pod
+		// whose address lies in the block, outside its excepts.
 		for _, vp := range named {
 			out = append(out, c.namedEgress(pol, peer, n, vp)...)
 		}
@@ -313,11 +312,30 @@ func (c *compiler) namedEgress(pol compiledPolicy, peer validPeer, n NetworkID, 
 				addIPs(byPort[num], p, n)
 			}
 		}
-		if peer.index < 0 {
+		switch {
+		case peer.cidr.IsValid():
+			for _, p := range c.podsWithPort(vp.name) {
+				if num, ok := resolvePort(p, vp); ok {
+					for _, ep := range p.Endpoints {
+						if ep.Network != n {
+							continue
+						}
+						for _, a := range ep.IPs {
+							if inBlock(a, peer) {
+								if byPort[num] == nil {
+									byPort[num] = &setBuilder{}
+								}
+								byPort[num].addAddrs([]netip.Addr{a})
+							}
+						}
+					}
+				}
+			}
+		case peer.index < 0:
 			for _, p := range c.podsWithPort(vp.name) {
 				add(p)
 			}
-		} else {
+		default:
 			c.eachPeerPod(pol, peer, add)
 		}
 		for _, num := range slices.Sorted(maps.Keys(byPort)) {
@@ -332,6 +350,20 @@ func (c *compiler) namedEgress(pol compiledPolicy, peer validPeer, n NetworkID, 
 		rules = append(rules, Rule{Peer: Peer{Set: ps.set}, Ports: []Port{{Protocol: vp.protocol, Port: ps.port}}, Policy: pol.key})
 	}
 	return rules
+}
+
+// inBlock reports whether a lies in an ipBlock peer's CIDR and outside its excepts.
+func inBlock(a netip.Addr, peer validPeer) bool {
+	a = a.Unmap()
+	if !peer.cidr.Contains(a) {
+		return false
+	}
+	for _, e := range peer.except {
+		if e.Contains(a) {
+			return false
+		}
+	}
+	return true
 }
 
 // portSet is the set of the destinations where a named port has one number.

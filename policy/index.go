@@ -54,8 +54,8 @@ type guardKey struct {
 // tenant's "DNS in kube-system", say) is one set.
 type peerSelection struct {
 	network NetworkID
-	scope   string // "any", "namespace" (pods of namespace) or "namespaces" (selected by namespaces)
-	value   string // the namespace, or the namespace selector
+	scope   string // "any", "namespace" (pods of namespace), "namespaces" (selected by namespaces) or "block" (pods in an ipBlock)
+	value   string // the namespace, the namespace selector, or the block with its excepts
 	pods    string // the pod selector
 	port    validPort
 }
@@ -64,6 +64,12 @@ func selectionOf(pol compiledPolicy, peer validPeer, n NetworkID) peerSelection 
 	switch {
 	case peer.index < 0:
 		return peerSelection{network: n, scope: "any"}
+	case peer.cidr.IsValid():
+		block := peer.cidr.String()
+		for _, e := range peer.except {
+			block += " -" + e.String()
+		}
+		return peerSelection{network: n, scope: "block", value: block}
 	case peer.namespaces == nil:
 		return peerSelection{network: n, scope: "namespace", value: pol.Namespace, pods: peer.podsKey}
 	}
