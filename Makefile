@@ -34,7 +34,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(CMDS)) ./e2e/cnibench ./e2e/fabricbench ./e2e/policybench ./e2e/sriovbench
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(CMDS)) ./e2e/cnibench ./e2e/escapeprobe ./e2e/fabricbench ./e2e/policybench ./e2e/sriovbench
 
 tools:
 	@hack/tools.sh all
