@@ -2,15 +2,14 @@ package daemon
 
 import (
 	"context"
-	"net"
 	"net/netip"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/loom-cni/loom/delegate"
 	"github.com/loom-cni/loom/fabric"
+	"github.com/loom-cni/loom/fabric/podnet"
 	"github.com/loom-cni/loom/policy"
 )
 
@@ -44,7 +43,7 @@ func localPod(pod *corev1.Pod, id delegate.ContainerID, netns string, outcomes [
 	}
 	for _, o := range outcomes {
 		ep := endpointOf(o)
-		ep.LinkLocal = linkLocals(netns, ep.Interface)
+		ep.LinkLocal = podnet.LinkLocals(netns, ep.Interface)
 		p.Endpoints = append(p.Endpoints, ep)
 	}
 	return policy.LocalPod{ContainerID: string(id), Netns: netns, Pod: p}
@@ -98,35 +97,4 @@ func endpointOf(o delegate.Outcome) policy.Endpoint {
 		}
 	}
 	return ep
-}
-
-// linkLocals returns the IPv6 link-local addresses interface ifname has in the network
-// namespace at netns: the link-local sources the pod may send from. The kernel gives them
-// when the link comes up, from the hardware address it had then, so they are read rather
-// than derived. None found (IPv6 off, the link not up yet, the netns gone) leaves the
-// policy engine to accept any link-local source on that interface.
-func linkLocals(netns, ifname string) []netip.Addr {
-	if netns == "" || ifname == "" {
-		return nil
-	}
-	var out []netip.Addr
-	_ = ns.WithNetNSPath(netns, func(ns.NetNS) error {
-		ifc, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is6() && ip.IsLinkLocalUnicast() {
-					out = append(out, ip)
-				}
-			}
-		}
-		return nil
-	})
-	return out
 }

@@ -9,7 +9,8 @@ package main
 // namespace and without it. The table is the real one: the bench node's share of the
 // made-up cluster's pods (their veths do not exist, but their map elements, chains and sets
 // do) plus the bench pods, the server isolated by a policy that lets the client in on the
-// ports of iperf3 and sockperf only.
+// ports of iperf3 and sockperf only; and, as loomd writes for every pod, each bench pod's
+// link rules on its eth0, which every frame it sends passes.
 //
 // A third side, measured in the same rounds without a target, explains the other two: a
 // table of one rule that lets established traffic through, as Loom's table does first. It
@@ -107,24 +108,29 @@ func runDatapath(ctx context.Context, o datapathOptions) error {
 	fmt.Printf("datapath under policy: %d tenants, %d pods on %d nodes known; %s's table (compiled in %.1f ms): %s\n",
 		o.shape.tenants, len(c.snap.Pods), o.shape.nodes, benchNode, ms(compiled), describeTable(table))
 
-	applier := policy.NewApplier(o.nft, node, o.log)
+	applier := &nodeTables{host: policy.NewApplier(o.nft, node, o.log), hostTable: table}
+	for i, bp := range benchPods {
+		key := policy.PodKey{Namespace: tenantNamespace(bp.tenant), Name: bp.name}
+		applier.links = append(applier.links, policy.NewLinkApplier(o.nft, eps[i].netns, o.log))
+		applier.linkTables = append(applier.linkTables, policy.RenderLinks(rs.Pods[key]))
+	}
 	stopServers, err := perf.StartServers(ctx, o.cpu, server.Endpoint)
 	if err != nil {
 		return err
 	}
 	defer stopServers()
-	if err = checkEnforced(ctx, applier, table, client, server, intruder); err != nil {
+	if err = checkEnforced(ctx, applier, client, server, intruder); err != nil {
 		return err
 	}
 	sides := []side{
 		{"no table", func(ctx context.Context) error {
-			return errors.Join(applier.Delete(ctx), conntrackOnly(ctx, o.nft, node, false))
+			return errors.Join(applier.delete(ctx), conntrackOnly(ctx, o.nft, node, false))
 		}},
 		{"table", func(ctx context.Context) error {
-			return errors.Join(conntrackOnly(ctx, o.nft, node, false), applier.Apply(ctx, table))
+			return errors.Join(conntrackOnly(ctx, o.nft, node, false), applier.apply(ctx))
 		}},
 		{"conntrack only", func(ctx context.Context) error {
-			return errors.Join(applier.Delete(ctx), conntrackOnly(ctx, o.nft, node, true))
+			return errors.Join(applier.delete(ctx), conntrackOnly(ctx, o.nft, node, true))
 		}},
 	}
 	fmt.Printf("%d rounds of iperf3 (%s, one TCP stream), %d of sockperf TCP ping-pong (%s, both ends on CPU %s)\n",
@@ -141,6 +147,31 @@ func runDatapath(ctx context.Context, o datapathOptions) error {
 	}
 	reportDatapath(sides, tput, rtt)
 	return nil
+}
+
+// nodeTables are what the node's side of the comparison writes: the node's table and, in each
+// bench pod's namespace, the pod's link rules, as loomd writes them for every pod.
+type nodeTables struct {
+	host       *policy.Applier
+	hostTable  policy.NftTable
+	links      []*policy.Applier
+	linkTables []policy.NftTable
+}
+
+func (n *nodeTables) apply(ctx context.Context) error {
+	errs := []error{n.host.Apply(ctx, n.hostTable)}
+	for i, a := range n.links {
+		errs = append(errs, a.Apply(ctx, n.linkTables[i]))
+	}
+	return errors.Join(errs...)
+}
+
+func (n *nodeTables) delete(ctx context.Context) error {
+	errs := []error{n.host.Delete(ctx)}
+	for _, a := range n.links {
+		errs = append(errs, a.Delete(ctx))
+	}
+	return errors.Join(errs...)
 }
 
 // plugBenchPods makes the node namespace, forwarding, and the bench pods' namespaces plugged
@@ -219,14 +250,14 @@ func connects(from endpoint, ip netip.Addr, port int, timeout time.Duration) boo
 
 // checkEnforced fails unless every probe passes without the table and the table blocks
 // exactly what it should. It leaves the table applied.
-func checkEnforced(ctx context.Context, a *policy.Applier, table policy.NftTable, client, server, intruder endpoint) error {
+func checkEnforced(ctx context.Context, a *nodeTables, client, server, intruder endpoint) error {
 	probes := []probe{
 		{"client→server TCP", client, server, true},
 		{"client→server ping", client, server, false},
 		{"intruder→server TCP", intruder, server, true},
 		{"intruder→client ping", intruder, client, false},
 	}
-	if err := a.Delete(ctx); err != nil {
+	if err := a.delete(ctx); err != nil {
 		return err
 	}
 	// Without the table, everything passes; the server may still be starting.
@@ -239,7 +270,7 @@ func checkEnforced(ctx context.Context, a *policy.Applier, table policy.NftTable
 			perf.Sleep(ctx, 200*time.Millisecond)
 		}
 	}
-	if err := a.Apply(ctx, table); err != nil {
+	if err := a.apply(ctx); err != nil {
 		return err
 	}
 	want := []bool{true, false, false, false}

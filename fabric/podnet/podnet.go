@@ -240,3 +240,34 @@ func AddressOf(prev types.Result) (netip.Addr, error) {
 	}
 	return netip.Addr{}, errors.New("recorded result has no address")
 }
+
+// LinkLocals returns the IPv6 link-local addresses a pod's interface ifname (of any
+// network) has in the network namespace at netnsPath: the link-local sources the pod may
+// send from. The kernel gives them when the link comes up, from the hardware address it had
+// then, so they are read rather than derived. None found (IPv6 off, the link not up yet, the
+// namespace gone) is no error: the policy engine then accepts any link-local source there.
+func LinkLocals(netnsPath, ifname string) []netip.Addr {
+	if netnsPath == "" || ifname == "" {
+		return nil
+	}
+	var out []netip.Addr
+	_ = ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		ifc, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is6() && ip.IsLinkLocalUnicast() {
+					out = append(out, ip)
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}
