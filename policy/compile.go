@@ -125,18 +125,36 @@ func (c *compiler) endpoint(p *Pod, n NetworkID, ifname string) EndpointRules {
 // guard is the tenant boundary of pod p on network n. On the primary network a tenant's pod
 // reaches its own tenant, its mutual peers, the platform and the nodes, and a platform pod
 // has no boundary. On a secondary network a pod reaches its own tenant and its mutual peers
-// only; the platform's pods there reach only one another. A platform pod on a secondary
-// network no tenant's pod is attached to has no boundary either: there is no one to keep
-// out, and its peers need not be known before it can reach them.
+// only; the platform's pods there reach only one another.
+//
+// Which secondary networks share a link layer Loom cannot know: two NADs may name one
+// macvlan master, VFs of two pools may hang off one PF, host devices may be cabled to one
+// switch. So the boundary on a secondary network is drawn over all of them at once: its
+// universe is every pod's addresses and hardware addresses on any secondary network (and
+// every secondary network's subnets), and what a tenant reaches is its and its mutual peers'
+// pods on any of them. Between two pods of one network this decides as a per-network
+// boundary would; a pod of another network that shares the link layer is kept out all the
+// same. A platform pod has no boundary while no tenant's pod is on any secondary network:
+// there is no one to keep out, and its peers need not be known before it can reach them.
 func (c *compiler) guard(p *Pod, n NetworkID) Guard {
-	if p.Tenant == "" && (n == Primary || !c.tenantsOn(n)) {
+	if n == Primary {
+		if p.Tenant == "" {
+			return Guard{}
+		}
+		return Guard{Universe: c.universe(Primary), Allowed: c.reach(Primary, p.Tenant)}
+	}
+	if p.Tenant == "" && !c.tenantsOnSecondaries() {
 		return Guard{}
 	}
-	return Guard{Universe: c.universe(n), Allowed: c.reach(n, p.Tenant)}
+	return Guard{Universe: c.universe(secondaries), Allowed: c.reach(secondaries, p.Tenant)}
 }
 
-// universe is the set of addresses on network n that belong to pods (or, on the primary
-// network, to nodes): the addresses a guard decides about.
+// secondaries stands for every secondary network at once in the guard's sets (see guard); no
+// NAD can have this name.
+const secondaries NetworkID = "*"
+
+// universe is the set of addresses on the primary network, or on any secondary one, that
+// belong to pods (or, on the primary network, to nodes): the addresses a guard decides about.
 func (c *compiler) universe(n NetworkID) string {
 	key := guardKey{kind: kindUniverse, network: n}
 	if name, ok := c.guardNames[key]; ok {
@@ -146,15 +164,18 @@ func (c *compiler) universe(n NetworkID) string {
 	if n == Primary {
 		b.addPrefixes(c.s.ClusterCIDRs)
 	} else {
-		if nw := c.networks[n]; nw != nil {
-			b.addPrefixes(nw.Subnets)
+		for i := range c.s.Networks {
+			b.addPrefixes(c.s.Networks[i].Subnets)
 		}
-		c.podsByNetwork.each(string(n), func(p *Pod) { addMembers(&b, p, n) })
+		for i := range c.s.Pods {
+			addSecondaryMembers(&b, &c.s.Pods[i])
+		}
 	}
 	return c.newGuardSet(key, b.build())
 }
 
-// reach is the set of addresses tenant t's pods may exchange traffic with on network n.
+// reach is the set of addresses tenant t's pods may exchange traffic with on the primary
+// network, or on the secondary networks.
 func (c *compiler) reach(n NetworkID, t string) string {
 	key := guardKey{kind: kindReach, network: n, tenant: t}
 	if name, ok := c.guardNames[key]; ok {
@@ -171,21 +192,8 @@ func (c *compiler) reach(n NetworkID, t string) string {
 		}
 		return c.newGuardSet(key, b.build().withSorted(c.platformAndHosts()))
 	}
-	// Walk whichever is shorter: the tenants' pods or the network's.
-	count := 0
 	for _, m := range tenants {
-		count += c.podsByTenant.count(m)
-	}
-	if c.podsByNetwork.count(string(n)) < count {
-		c.podsByNetwork.each(string(n), func(p *Pod) {
-			if slices.Contains(tenants, p.Tenant) {
-				addMembers(&b, p, n)
-			}
-		})
-	} else {
-		for _, m := range tenants {
-			c.podsByTenant.each(m, func(p *Pod) { addMembers(&b, p, n) })
-		}
+		c.podsByTenant.each(m, func(p *Pod) { addSecondaryMembers(&b, p) })
 	}
 	return c.newGuardSet(key, b.build())
 }
@@ -212,11 +220,11 @@ func (c *compiler) platformAndHosts() []netip.Addr {
 	return c.platformIPs
 }
 
-// addMembers adds what a guard's set on secondary network n holds of pod p: its addresses
-// and its hardware addresses there.
-func addMembers(b *setBuilder, p *Pod, n NetworkID) {
+// addSecondaryMembers adds what a guard's set on the secondary networks holds of pod p: its
+// addresses and its hardware addresses on every secondary network.
+func addSecondaryMembers(b *setBuilder, p *Pod) {
 	for _, ep := range p.Endpoints {
-		if ep.Network == n {
+		if ep.Network != Primary {
 			b.addAddrs(ep.IPs)
 			b.addMAC(ep.MAC)
 		}
@@ -395,16 +403,15 @@ func sortPorts(ps []Port) []Port {
 	return slices.Compact(ps)
 }
 
-// tenantsOn reports whether a tenant's pod has an endpoint on secondary network n.
-func (c *compiler) tenantsOn(n NetworkID) bool {
-	if found, ok := c.tenantNets[n]; ok {
-		return found
+// tenantsOnSecondaries reports whether a tenant's pod has an endpoint on a secondary network.
+func (c *compiler) tenantsOnSecondaries() bool {
+	if c.tenantSecondary == nil {
+		found := false
+		for i := range c.s.Pods {
+			p := &c.s.Pods[i]
+			found = found || (p.Tenant != "" && slices.ContainsFunc(p.Endpoints, func(ep Endpoint) bool { return ep.Network != Primary }))
+		}
+		c.tenantSecondary = &found
 	}
-	found := false
-	c.podsByNetwork.each(string(n), func(p *Pod) { found = found || p.Tenant != "" })
-	if c.tenantNets == nil {
-		c.tenantNets = map[NetworkID]bool{}
-	}
-	c.tenantNets[n] = found
-	return found
+	return *c.tenantSecondary
 }

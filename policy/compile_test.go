@@ -437,3 +437,43 @@ func permutations(n int) [][]int {
 	}
 	return out
 }
+
+// Two tenants' own NADs may share one link layer (two macvlan NADs on one master, VFs of two
+// pools on one PF), which Loom cannot tell: a pod of one tenant is outside the other's
+// boundary on every secondary network, whichever NAD each is attached through.
+func TestCompileGuardSpansSecondaryNetworks(t *testing.T) {
+	acmeMAC, globexMAC := MAC{0x0a, 0x58, 0, 0, 1, 1}, MAC{0x0a, 0x58, 0, 0, 2, 1}
+	s := Snapshot{
+		ClusterCIDRs: []netip.Prefix{pfx("10.244.0.0/16")},
+		Namespaces:   []Namespace{{Name: "acme", Tenant: "acme"}, {Name: "globex", Tenant: "globex"}},
+		Tenants:      []Tenant{{Name: "acme"}, {Name: "globex"}},
+		Networks: []Network{
+			{ID: "acme/lan", Subnets: []netip.Prefix{pfx("192.168.90.0/24")}},
+			{ID: "globex/lan", Subnets: []netip.Prefix{pfx("192.168.91.0/24")}},
+		},
+		Pods: []Pod{{
+			PodKey: PodKey{"acme", "a1"}, Node: "n1", Tenant: "acme",
+			Endpoints: []Endpoint{{Network: "acme/lan", Interface: "net1", MAC: acmeMAC,
+				IPs: []netip.Addr{ip("192.168.90.2"), ip("fd00:90::2")}}},
+		}, {
+			PodKey: PodKey{"globex", "g1"}, Node: "n2", Tenant: "globex",
+			Endpoints: []Endpoint{{Network: "globex/lan", Interface: "net1", MAC: globexMAC,
+				IPs: []netip.Addr{ip("192.168.91.2"), ip("fd00:91::2")}}},
+		}},
+	}
+	rs := Compile(s, "n1")
+	ep, table := endpointOf(t, rs, PodKey{"acme", "a1"}, "acme/lan")
+	for _, peer := range []string{"192.168.91.2", "fd00:91::2"} {
+		if table.Allows(ep.Ingress, Packet{Peer: ip(peer), Protocol: "ICMP"}) || table.Allows(ep.Egress, Packet{Peer: ip(peer), Protocol: "ICMP"}) {
+			t.Errorf("acme/a1 exchanges traffic with globex/g1's %s on another NAD", peer)
+		}
+	}
+	links := rs.Pods[PodKey{"acme", "a1"}].Links
+	if len(links) != 1 || links[0].Guard != ep.Ingress.Guard {
+		t.Fatalf("link rules %+v, want one with the endpoint's guard %+v", links, ep.Ingress.Guard)
+	}
+	u, a := table.Sets[links[0].Guard.Universe], table.Sets[links[0].Guard.Allowed]
+	if !slices.Contains(u.MACs, globexMAC) || slices.Contains(a.MACs, globexMAC) || !slices.Contains(a.MACs, acmeMAC) {
+		t.Errorf("hardware addresses: universe %v, allowed %v; want globex's in the universe only and acme's allowed", u.MACs, a.MACs)
+	}
+}

@@ -33,8 +33,11 @@
 //     back, the platform (namespaces in no tenant: DNS, ingress) and the nodes; addresses
 //     outside the cluster CIDR are not the guard's business. A platform pod has no guard there.
 //     On a secondary network a pod reaches its own tenant and its mutual peers only; the
-//     platform's pods there reach only one another, and on a secondary network no tenant's
-//     pod is attached to they have no guard at all.
+//     platform's pods there reach only one another. Since Loom cannot know which secondary
+//     networks share a link layer (two NADs on one master, two pools on one PF), the
+//     secondary guard is drawn over all of them at once: a pod of another tenant attached
+//     through another NAD is kept out all the same. While no tenant's pod is on any
+//     secondary network, the platform's pods have no guard there at all.
 //  2. If a policy selects the endpoint for that direction, only what one of the rules of the
 //     selecting policies allows passes, with Kubernetes' semantics: policyTypes defaulting,
 //     podSelector and namespaceSelector peers, ipBlock with except, ports with endPort, named

@@ -19,20 +19,17 @@ type compiler struct {
 	local        []*Pod
 	podsByNS     podIndex
 	podsByTenant podIndex
-	// podsByNetwork holds the pods with an endpoint on each secondary network.
-	podsByNetwork podIndex
-	tenants       map[string]*Tenant
-	nsLabels      map[string]map[string]string
-	networks      map[NetworkID]*Network
-	policiesByNS  map[string][]compiledPolicy
+	tenants      map[string]*Tenant
+	nsLabels     map[string]map[string]string
+	policiesByNS map[string][]compiledPolicy
 
 	// Built when first needed.
-	nsByLabel   map[string]map[string][]string // label key → value → namespaces, for the keys asked for
-	podsByPort  map[string][]*Pod              // container port name → pods
-	nsMatches   map[string][]string            // selector → namespaces with pods it selects
-	mutual      map[string][]string            // tenant → itself and its mutual peers
-	platformIPs []netip.Addr                   // primary addresses of the platform's pods and the hosts, sorted
-	tenantNets  map[NetworkID]bool             // secondary networks some tenant's pod is on
+	nsByLabel       map[string]map[string][]string // label key → value → namespaces, for the keys asked for
+	podsByPort      map[string][]*Pod              // container port name → pods
+	nsMatches       map[string][]string            // selector → namespaces with pods it selects
+	mutual          map[string][]string            // tenant → itself and its mutual peers
+	platformIPs     []netip.Addr                   // primary addresses of the platform's pods and the hosts, sorted
+	tenantSecondary *bool                          // whether some tenant's pod is on a secondary network
 
 	sets        map[string]AddrSet
 	guardNames  map[guardKey]string
@@ -150,22 +147,20 @@ type compiledPolicy struct {
 func (p compiledPolicy) appliesTo(n NetworkID) bool { return slices.Contains(p.Networks, n) }
 
 func newCompiler(s *Snapshot, node string) *compiler {
-	// Every pod is in its namespace's index; only some are of the tenants or on the networks
-	// that matter to the node, so those indexes grow as they need.
+	// Every pod is in its namespace's index; only some are of the tenants that matter to
+	// the node, so that index grows as it needs.
 	c := &compiler{
-		s:             s,
-		podsByNS:      newPodIndex(s.Pods, len(s.Namespaces), len(s.Pods)),
-		podsByTenant:  newPodIndex(s.Pods, 0, 0),
-		podsByNetwork: newPodIndex(s.Pods, 0, 0),
-		tenants:       make(map[string]*Tenant, len(s.Tenants)),
-		nsLabels:      make(map[string]map[string]string, len(s.Namespaces)),
-		networks:      map[NetworkID]*Network{},
-		policiesByNS:  map[string][]compiledPolicy{},
-		nsMatches:     map[string][]string{},
-		sets:          map[string]AddrSet{},
-		guardNames:    map[guardKey]string{},
-		peerNames:     map[peerSelection]string{},
-		namedSplits:   map[peerSelection][]portSet{},
+		s:            s,
+		podsByNS:     newPodIndex(s.Pods, len(s.Namespaces), len(s.Pods)),
+		podsByTenant: newPodIndex(s.Pods, 0, 0),
+		tenants:      make(map[string]*Tenant, len(s.Tenants)),
+		nsLabels:     make(map[string]map[string]string, len(s.Namespaces)),
+		policiesByNS: map[string][]compiledPolicy{},
+		nsMatches:    map[string][]string{},
+		sets:         map[string]AddrSet{},
+		guardNames:   map[guardKey]string{},
+		peerNames:    map[peerSelection]string{},
+		namedSplits:  map[peerSelection][]portSet{},
 	}
 	for i := range s.Pods {
 		if node != "" && s.Pods[i].Node == node {
@@ -180,16 +175,13 @@ func newCompiler(s *Snapshot, node string) *compiler {
 		c.tenants[s.Tenants[i].Name] = &s.Tenants[i]
 	}
 	// Index what the local endpoints need: the policies of their namespaces, the pods of
-	// their tenants and their tenants' mutual peers, the pods of their secondary networks.
-	// Pods of any namespace may be a policy's peers.
-	namespaces, tenants, networks := map[string]bool{}, map[string]bool{"": true}, map[NetworkID]bool{}
+	// their tenants and their tenants' mutual peers. Pods of any namespace may be a
+	// policy's peers.
+	namespaces, tenants := map[string]bool{}, map[string]bool{"": true}
 	for _, p := range c.local {
 		namespaces[p.Namespace] = true
 		for _, t := range c.mutualPeers(p.Tenant) {
 			tenants[t] = true
-		}
-		for _, ep := range p.Endpoints {
-			networks[ep.Network] = ep.Network != Primary
 		}
 	}
 	for i := range s.Pods {
@@ -198,19 +190,9 @@ func newCompiler(s *Snapshot, node string) *compiler {
 		if tenants[p.Tenant] {
 			c.podsByTenant.add(p.Tenant, i)
 		}
-		for j, ep := range p.Endpoints {
-			if networks[ep.Network] && !slices.ContainsFunc(p.Endpoints[:j], func(e Endpoint) bool { return e.Network == ep.Network }) {
-				c.podsByNetwork.add(string(ep.Network), i)
-			}
-		}
 	}
 	for _, ns := range s.Namespaces {
 		c.nsLabels[ns.Name] = ns.Labels
-	}
-	for i := range s.Networks {
-		if networks[s.Networks[i].ID] {
-			c.networks[s.Networks[i].ID] = &s.Networks[i]
-		}
 	}
 	c.indexPolicies(namespaces)
 	return c
