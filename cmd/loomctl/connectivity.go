@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,93 +9,136 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"os/signal"
 	"slices"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 
+	"github.com/loom-cni/loom/connectivity"
 	"github.com/loom-cni/loom/e2e/sim"
 	"github.com/loom-cni/loom/fabric"
 	"github.com/loom-cni/loom/policy"
 )
 
-// pairResult is one tried connection.
-type pairResult struct {
-	From    string `json:"from"`
-	To      string `json:"to"`
-	Network string `json:"network"`
-	Address string `json:"address"`
-	Allowed bool   `json:"allowed"` // what the tenants and policies say
-	Reached bool   `json:"reached"` // what the packets did
+type connectivityFlags struct {
+	dir, kubeconfig, kubectl, probeImage, output string
+	namespaces, clusterCIDRs                     []string
+	timeout                                      time.Duration
+	parallel                                     int
 }
 
 func newConnectivityCommand(getenv func(string) string) *cobra.Command {
-	dir := defaultSimDir
+	f := connectivityFlags{dir: defaultSimDir, kubectl: "kubectl"}
 	if d := getenv("LOOM_SIM_DIR"); d != "" {
-		dir = d
+		f.dir = d
 	}
-	var namespaces []string
-	var output, clusterCIDR string
-	var timeout time.Duration
+	if k := getenv("LOOM_KUBECTL"); k != "" {
+		f.kubectl = k
+	}
 	cmd := &cobra.Command{
 		Use:   "connectivity",
-		Short: "Try every pod pair on every network and compare with what tenants and policies allow",
-		Long: `connectivity pings, from every pod, every other pod on every network both are attached to,
-and compares the outcome with the verdict of Loom's tenants, NetworkPolicies and
-MultiNetworkPolicies. It prints one matrix per network (row: sender, column: receiver):
-  ✓ allowed and reached    · denied and blocked
+		Short: "Probe every pod pair on every network and compare with what tenants and policies allow",
+		Long: `connectivity sends, from every pod to every other pod, on every network both are attached
+to and in each address family both have an address of there, an ICMP echo and a TCP and a UDP
+probe on every port a policy applying there names (named ports resolved on the receiving pod)
+and on one port no policy names. It compares what each probe did with the verdict of a reference
+evaluator written from the Kubernetes NetworkPolicy documentation, the MultiNetworkPolicy
+semantics and Loom's tenant rules (policy/oracle), not with Loom's own rules, and prints one
+matrix per network and family (row: sender, column: receiver):
+  ✓ allowed and reached    · denied and blocked    ✓· some ports allowed, the rest denied
   LEAK reached but denied  DROP allowed but blocked
-and exits with status 1 when any pair differs. Pods are probed where they run: in the
-simulated cluster of --dir.`,
+then every probe that differs and a closing count; it exits with status 1 on any difference.
+
+In the simulated cluster of --dir it probes the cluster's own pods, running loomctl inside
+them. With --kubeconfig it probes any cluster with pods of its own: two per namespace under
+test and set of secondary networks its pods use, from --probe-image (an image holding loomctl
+at /usr/local/bin/loomctl), through kubectl exec; they are deleted when it ends, also when it is
+interrupted, and carry the label loom.dev/connectivity-run.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cidr, err := netip.ParsePrefix(clusterCIDR)
-			if err != nil {
-				return fmt.Errorf("--cluster-cidr: %w", err)
-			}
-			c, err := sim.Open(dir)
-			if err != nil {
-				return err
-			}
-			results, err := connectivity(cmd.Context(), c, cidr, namespaces, timeout, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(results); err != nil {
-					return err
-				}
-			} else {
-				printMatrices(cmd.OutOrStdout(), results)
-			}
-			for _, r := range results {
-				if r.Allowed != r.Reached {
-					return exitCode(1)
-				}
-			}
-			return nil
+			return runConnectivity(cmd, f)
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", dir, "the simulated cluster's directory; $LOOM_SIM_DIR sets the default")
-	cmd.Flags().StringSliceVarP(&namespaces, "namespace", "n", nil, "only pods of these namespaces (default: every namespace)")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.Flags().StringVar(&clusterCIDR, "cluster-cidr", sim.ClusterCIDR, "the primary network's pod range")
-	cmd.Flags().DurationVar(&timeout, "timeout", time.Second, "how long a probe waits for its reply")
+	fl := cmd.Flags()
+	fl.StringVar(&f.dir, "dir", f.dir, "the simulated cluster's directory; $LOOM_SIM_DIR sets the default")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "probe the cluster of this kubeconfig with probe pods instead")
+	fl.StringVar(&f.probeImage, "probe-image", "", "with --kubeconfig: the probe pods' image, holding loomctl at "+connectivity.ProbeLoomctl)
+	fl.StringVar(&f.kubectl, "kubectl", f.kubectl, "with --kubeconfig: kubectl, which runs the probes through pods/exec; $LOOM_KUBECTL sets the default")
+	fl.StringSliceVarP(&f.namespaces, "namespace", "n", nil, "only pods of these namespaces (default: every namespace)")
+	fl.StringVarP(&f.output, "output", "o", "table", "table or json")
+	fl.StringSliceVar(&f.clusterCIDRs, "cluster-cidr", []string{sim.ClusterCIDR}, "the primary network's pod ranges, one per family")
+	fl.DurationVar(&f.timeout, "timeout", time.Second, "how long a probe waits for its answer")
+	fl.IntVar(&f.parallel, "parallel", 32, "probes in flight from one pod")
+	cmd.AddCommand(
+		probeCommand(connectivity.ServeCommand, connectivity.Serve),
+		probeCommand(connectivity.DialCommand, connectivity.Dial),
+		probeCommand(connectivity.IdleCommand, idle),
+	)
 	return cmd
 }
 
-// connectivity reads the cluster, asks the policy for each pair's verdict and probes it.
-func connectivity(ctx context.Context, c *sim.Cluster, cidr netip.Prefix, namespaces []string, timeout time.Duration, progress io.Writer) ([]pairResult, error) {
-	cs, err := newClients(c.RESTConfig())
-	if err != nil {
-		return nil, err
+// probeCommand is one of the commands connectivity runs inside pods, on its standard input
+// and output.
+func probeCommand(name string, run func(context.Context, io.Reader, io.Writer) error) *cobra.Command {
+	return &cobra.Command{
+		Use:    name,
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
+		},
 	}
-	kube, dyn, nads := cs.kube, cs.dyn, cs.nads
-	src := policy.NewClusterSource(policy.SourceConfig{ClusterCIDRs: []netip.Prefix{cidr}, HostAddressAnnotation: fabric.AnnotationVTEPAddr},
-		kube, dyn, nads, slog.New(slog.DiscardHandler))
+}
+
+// idle is what a probe pod runs: nothing, until it is told to stop.
+func idle(ctx context.Context, _ io.Reader, _ io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	return nil
+}
+
+func runConnectivity(cmd *cobra.Command, f connectivityFlags) error {
+	ctx, progress := cmd.Context(), cmd.ErrOrStderr()
+	if f.output != "table" && f.output != "json" {
+		return fmt.Errorf("--output %q: want table or json", f.output)
+	}
+	var cidrs []netip.Prefix
+	for _, s := range f.clusterCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("--cluster-cidr %q: %w", s, err)
+		}
+		cidrs = append(cidrs, p)
+	}
+	kube := cmd.Flags().Changed("kubeconfig")
+	if kube && cmd.Flags().Changed("dir") {
+		return errors.New("--dir and --kubeconfig: give one")
+	}
+	inNamespaces := func(p policy.Pod) bool { return len(f.namespaces) == 0 || slices.Contains(f.namespaces, p.Namespace) }
+
+	var c *sim.Cluster
+	var rc *rest.Config
+	var err error
+	if kube {
+		rc, err = clusterConfig(f.kubeconfig, "")
+	} else if c, err = sim.Open(f.dir); err == nil {
+		rc = c.RESTConfig()
+	}
+	if err != nil {
+		return err
+	}
+	cs, err := newClients(rc)
+	if err != nil {
+		return err
+	}
+	src := policy.NewClusterSource(policy.SourceConfig{ClusterCIDRs: cidrs, HostAddressAnnotation: fabric.AnnotationVTEPAddr},
+		cs.kube, cs.dyn, cs.nads, slog.New(slog.DiscardHandler))
 	stop := make(chan struct{})
 	defer close(stop)
 	src.Run(stop)
@@ -102,137 +146,97 @@ func connectivity(ctx context.Context, c *sim.Cluster, cidr netip.Prefix, namesp
 	for !src.HasSynced() {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	snap := src.Snapshot()
-	oracle := policy.NewOracle(snap)
-	type probe struct {
-		from, to policy.Pod
-		network  policy.NetworkID
-		addr     netip.Addr
-	}
-	var pods []policy.Pod
-	for _, p := range snap.Pods {
-		if p.Node != "" && (len(namespaces) == 0 || slices.Contains(namespaces, p.Namespace)) {
-			pods = append(pods, p)
+
+	var pods connectivity.Pods
+	include := inNamespaces
+	if kube {
+		kubectl := append(strings.Fields(f.kubectl), "--kubeconfig", f.kubeconfig)
+		pp, perr := connectivity.NewProbePods(cs.kube, kubectl, f.probeImage)
+		if perr != nil {
+			return perr
 		}
-	}
-	slices.SortFunc(pods, func(a, b policy.Pod) int { return strings.Compare(a.PodKey.String(), b.PodKey.String()) })
-	var probes []probe
-	for _, from := range pods {
-		for _, to := range pods {
-			if from.PodKey == to.PodKey {
-				continue
-			}
-			for _, ep := range to.Endpoints {
-				if len(ep.IPs) > 0 && attachedTo(from, ep.Network) {
-					probes = append(probes, probe{from, to, ep.Network, ep.IPs[0]})
-				}
-			}
-		}
-	}
-	if len(probes) == 0 {
-		return nil, errors.New("no two pods share a network: nothing to try")
-	}
-	fmt.Fprintf(progress, "trying %d connections between %d pods…\n", len(probes), len(pods))
-	results := make([]pairResult, len(probes))
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	wait := fmt.Sprint(max(1, int(timeout.Seconds())))
-	for i, p := range probes {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			reached := false
-			if x, err := c.PodCmd(ctx, p.from.Namespace, p.from.Name, "ping", "-n", "-q", "-c", "1", "-W", wait, p.addr.String()); err == nil {
-				reached = x.Run() == nil
-			}
-			results[i] = pairResult{
-				From: p.from.PodKey.String(), To: p.to.PodKey.String(), Network: networkName(p.network), Address: p.addr.String(),
-				Allowed: oracle.Allows(p.from.PodKey, p.to.PodKey, p.network, "ICMP", 0),
-				Reached: reached,
+		defer func() {
+			fmt.Fprintf(progress, "deleting the probe pods (%s=%s)…\n", connectivity.RunLabel, pp.Run())
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if derr := pp.Delete(dctx); derr != nil {
+				fmt.Fprintln(progress, "loomctl:", derr)
 			}
 		}()
+		if snap, err = startProbePods(ctx, pp, &snap, inNamespaces, src.Snapshot, progress); err != nil {
+			return err
+		}
+		pods, include = pp, pp.Include
+	} else {
+		self, serr := os.Executable()
+		if serr != nil {
+			return fmt.Errorf("find loomctl's own path, which runs the probes in the pods: %w", serr)
+		}
+		pods = simPods{c, self}
 	}
-	wg.Wait()
-	return results, nil
+
+	probes := connectivity.Plan(&snap, include)
+	if len(probes) == 0 {
+		return errors.New("no two pods share a network: nothing to probe")
+	}
+	results, err := connectivity.Run(ctx, pods, probes, connectivity.Options{Timeout: f.timeout, Parallel: f.parallel, Pods: 8, Progress: progress})
+	if err != nil {
+		return err
+	}
+	if f.output == "json" {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(results); err != nil {
+			return err
+		}
+	} else {
+		connectivity.Report(cmd.OutOrStdout(), results)
+	}
+	if s := connectivity.Summarize(results); s.Matched != s.Probes {
+		return exitCode(1)
+	}
+	return nil
 }
 
-func attachedTo(p policy.Pod, n policy.NetworkID) bool {
-	for _, ep := range p.Endpoints {
-		if ep.Network == n && len(ep.IPs) > 0 {
-			return true
-		}
+// startProbePods creates the probe pods standing in for the pods of snap that include
+// accepts, waits until they run and returns the first snapshot that knows their addresses.
+func startProbePods(ctx context.Context, pp *connectivity.ProbePods, snap *policy.Snapshot, include func(policy.Pod) bool, snapshot func() policy.Snapshot, progress io.Writer) (policy.Snapshot, error) {
+	specs := connectivity.ProbeSpecs(snap, include)
+	if len(specs) == 0 {
+		return policy.Snapshot{}, errors.New("no running pod in the namespaces given: nothing to stand in for")
 	}
-	return false
+	fmt.Fprintf(progress, "creating probe pods for %d namespace and network combinations (%s=%s)…\n", len(specs), connectivity.RunLabel, pp.Run())
+	if err := pp.Create(ctx, specs); err != nil {
+		return policy.Snapshot{}, err
+	}
+	if err := pp.Wait(ctx, progress); err != nil {
+		return policy.Snapshot{}, err
+	}
+	return pp.AwaitSnapshot(ctx, snapshot)
 }
 
-func networkName(n policy.NetworkID) string {
-	if n == policy.Primary {
-		return "primary"
-	}
-	return string(n)
+// simPods runs the probe commands in the simulated cluster's pods: the host's loomctl in the
+// pod's network namespace.
+type simPods struct {
+	c       *sim.Cluster
+	loomctl string
 }
 
-// printMatrices prints one matrix per network, then the differences.
-func printMatrices(w io.Writer, results []pairResult) {
-	byNet := map[string][]pairResult{}
-	for _, r := range results {
-		byNet[r.Network] = append(byNet[r.Network], r)
+func (s simPods) Probe(ctx context.Context, pod policy.PodKey, command string, stdin io.Reader, stdout io.Writer) error {
+	cmd, err := s.c.PodCmd(ctx, pod.Namespace, pod.Name, s.loomctl, "connectivity", command)
+	if err != nil {
+		return err
 	}
-	nets := make([]string, 0, len(byNet))
-	for n := range byNet {
-		nets = append(nets, n)
+	var stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, &stderr
+	cmd.WaitDelay = time.Second
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s in pod %s: %w: %s", command, pod, err, strings.TrimSpace(stderr.String()))
 	}
-	slices.Sort(nets)
-	var diffs []string
-	for _, n := range nets {
-		rs := byNet[n]
-		var names []string
-		cell := map[[2]string]string{}
-		for _, r := range rs {
-			names = append(names, r.From, r.To)
-			mark := map[[2]bool]string{{true, true}: "✓", {false, false}: "·", {false, true}: "LEAK", {true, false}: "DROP"}[[2]bool{r.Allowed, r.Reached}]
-			cell[[2]string{r.From, r.To}] = mark
-			if r.Allowed != r.Reached {
-				diffs = append(diffs, fmt.Sprintf("%s → %s on %s (%s): policy %s it, the packet %s", r.From, r.To, n, r.Address,
-					map[bool]string{true: "allows", false: "denies"}[r.Allowed], map[bool]string{true: "got through", false: "was dropped"}[r.Reached]))
-			}
-		}
-		slices.Sort(names)
-		names = slices.Compact(names)
-		width := 4
-		for _, name := range names {
-			width = max(width, len(name))
-		}
-		fmt.Fprintf(w, "network %s\n%*s", n, width, "")
-		for i := range names {
-			fmt.Fprintf(w, " %4d", i+1)
-		}
-		fmt.Fprintln(w)
-		for i, from := range names {
-			fmt.Fprintf(w, "%-*s", width, from)
-			for _, to := range names {
-				mark, ok := cell[[2]string{from, to}]
-				if !ok {
-					mark = ""
-				}
-				fmt.Fprintf(w, " %4s", mark)
-			}
-			fmt.Fprintf(w, "   (%d)\n", i+1)
-		}
-		fmt.Fprintln(w)
-	}
-	if len(diffs) == 0 {
-		fmt.Fprintf(w, "%d connections tried: every one matches the policy\n", len(results))
-		return
-	}
-	fmt.Fprintf(w, "%d of %d connections differ from the policy:\n", len(diffs), len(results))
-	for _, d := range diffs {
-		fmt.Fprintln(w, "  "+d)
-	}
+	return nil
 }
