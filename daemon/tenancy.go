@@ -162,32 +162,9 @@ func slimPod(o any) (any, error) {
 			CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp},
 		Status: corev1.PodStatus{Phase: p.Status.Phase},
 	}
-	slim.Spec.Containers = slimContainers(p.Spec.Containers)
-	slim.Spec.InitContainers = slimContainers(p.Spec.InitContainers)
+	slim.Spec.Containers = tenants.DeviceContainers(p.Spec.Containers)
+	slim.Spec.InitContainers = tenants.DeviceContainers(p.Spec.InitContainers)
 	return slim, nil
-}
-
-func slimContainers(cs []corev1.Container) []corev1.Container {
-	var out []corev1.Container
-	for _, c := range cs {
-		sc := corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy,
-			Resources: corev1.ResourceRequirements{Requests: extended(c.Resources.Requests), Limits: extended(c.Resources.Limits)}}
-		out = append(out, sc)
-	}
-	return out
-}
-
-func extended(l corev1.ResourceList) corev1.ResourceList {
-	var out corev1.ResourceList
-	for name, q := range l {
-		if strings.Contains(string(name), "/") {
-			if out == nil {
-				out = corev1.ResourceList{}
-			}
-			out[name] = q
-		}
-	}
-	return out
 }
 
 // podsIn lists the pods of namespace from an indexer with the namespace index.

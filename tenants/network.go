@@ -374,3 +374,29 @@ func HeldVFs(pods []*corev1.Pod, isVF func(resource string) bool) int {
 	}
 	return n
 }
+
+// DeviceContainers keeps of containers what DeviceRequests and HeldVFs read: names, restart
+// policies and extended resources (those with a domain, such as loom.dev/sriov_net_a). Pod
+// caches that count VFs keep this much of every pod.
+func DeviceContainers(cs []corev1.Container) []corev1.Container {
+	var out []corev1.Container
+	for _, c := range cs {
+		out = append(out, corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy, Resources: corev1.ResourceRequirements{
+			Requests: extendedResources(c.Resources.Requests), Limits: extendedResources(c.Resources.Limits)}})
+	}
+	return out
+}
+
+// extendedResources keeps the resources with a domain.
+func extendedResources(l corev1.ResourceList) corev1.ResourceList {
+	var out corev1.ResourceList
+	for name, q := range l {
+		if strings.Contains(string(name), "/") {
+			if out == nil {
+				out = corev1.ResourceList{}
+			}
+			out[name] = q
+		}
+	}
+	return out
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,37 +133,13 @@ func slimPod(o any) (any, error) {
 			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
 			CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
 		},
-		Spec:   corev1.PodSpec{Containers: slimContainers(p.Spec.Containers), InitContainers: slimContainers(p.Spec.InitContainers)},
+		Spec:   corev1.PodSpec{Containers: tenants.DeviceContainers(p.Spec.Containers), InitContainers: tenants.DeviceContainers(p.Spec.InitContainers)},
 		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIPs: p.Status.PodIPs},
 	}
 	if v, ok := p.Annotations[nadv1.NetworkStatusAnnot]; ok {
 		slim.Annotations = map[string]string{nadv1.NetworkStatusAnnot: v}
 	}
 	return slim, nil
-}
-
-// slimContainers keeps of containers their names, restart policies and extended resources.
-func slimContainers(cs []corev1.Container) []corev1.Container {
-	var out []corev1.Container
-	for _, c := range cs {
-		out = append(out, corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy, Resources: corev1.ResourceRequirements{
-			Requests: extendedResources(c.Resources.Requests), Limits: extendedResources(c.Resources.Limits)}})
-	}
-	return out
-}
-
-// extendedResources keeps the resources with a domain, such as loom.dev/sriov_net_a.
-func extendedResources(l corev1.ResourceList) corev1.ResourceList {
-	var out corev1.ResourceList
-	for name, q := range l {
-		if strings.Contains(string(name), "/") {
-			if out == nil {
-				out = corev1.ResourceList{}
-			}
-			out[name] = q
-		}
-	}
-	return out
 }
 
 // directory returns the tenants directory of what the caches hold now. It is built again
