@@ -223,7 +223,7 @@ func dial(ctx context.Context, pods Pods, from policy.PodKey, b Batch, got func(
 	return decodeErr
 }
 
-// progress writes "probed n/total" to w once a second while n changes, and a last line when
+// progress writes "probed n/total" to w once a second while n changes, and once more when
 // stopped.
 func progress(w io.Writer, n *atomic.Int64, total int) (stop func()) {
 	if w == nil {
@@ -251,6 +251,7 @@ func progress(w io.Writer, n *atomic.Int64, total int) (stop func()) {
 	return func() {
 		close(quit)
 		wg.Wait()
+		fmt.Fprintf(w, "probed %d/%d\n", n.Load(), total)
 	}
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -470,45 +471,110 @@ func (te *tenancyEnv) testRepairAndRestart(t *testing.T) {
 	te.checkMatrix(t, te.tenantsOnly)
 }
 
-// testLoomctlConnectivity: `loomctl connectivity` tries the same pairs, finds them all as the
-// policy says, and reports a pair the rules get wrong.
+// testLoomctlConnectivity: `loomctl connectivity` probes the same pairs with ICMP, TCP and
+// UDP, expects what the tenants say, finds every probe as expected, and reports the leaks of
+// a rule opened by hand.
 func (te *tenancyEnv) testLoomctlConnectivity(t *testing.T) {
 	loomctl := filepath.Join(te.c.Options().BinDir, "loomctl")
-	run := func() (string, error) {
-		cmd := exec.CommandContext(te.ctx, loomctl, "connectivity", "--dir", te.c.Dir(), "-n", nsA+","+nsB+","+nsPlat)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+	run := func(args ...string) (stdout, stderr string, err error) {
+		cmd := exec.CommandContext(te.ctx, loomctl, append([]string{"connectivity", "--dir", te.c.Dir(), "-n", nsA + "," + nsB + "," + nsPlat}, args...)...)
+		var o, e strings.Builder
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err = cmd.Run()
+		return o.String(), e.String(), err
 	}
-	out, err := run()
+	// counts reads the closing line, "N probes: M matched, L leaks, D drops".
+	counts := func(out string) (probes, matched, leaks, drops int) {
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if _, err := fmt.Sscanf(lines[len(lines)-1], "%d probes: %d matched, %d leaks, %d drops", &probes, &matched, &leaks, &drops); err != nil {
+			t.Errorf("closing line of loomctl connectivity: %v:\n%s", err, out)
+		}
+		return probes, matched, leaks, drops
+	}
+	byName := map[string]*tpod{}
+	for _, p := range te.pods {
+		byName[p.ns+"/"+p.name] = p
+	}
+	networks := map[string]string{"primary": "primary", sharedNet: "shared"}
+
+	out, progress, err := run("-o", "json")
 	if err != nil {
-		t.Fatalf("loomctl connectivity: %v\n%s", err, out)
+		t.Fatalf("loomctl connectivity: %v\n%s%s", err, progress, out)
 	}
-	// 5 pods, each pair on the primary network and on the shared one.
-	if !strings.Contains(out, "40 connections tried: every one matches the policy") {
-		t.Errorf("loomctl connectivity output:\n%s", out)
+	if !strings.Contains(progress, "probed") {
+		t.Errorf("loomctl connectivity reported no progress:\n%s", progress)
 	}
-	t.Logf("loomctl connectivity:\n%s", out)
+	var results []struct {
+		From, To, Network, Protocol, Address string
+		Family                               int
+		Allowed, Reached                     bool
+	}
+	if err := json.Unmarshal([]byte(out), &results); err != nil {
+		t.Fatalf("loomctl connectivity -o json: %v\n%s", err, out)
+	}
+	// 5 pods, 20 ordered pairs on the primary network and on the shared one, each an
+	// IPv4 address on both: ICMP, and TCP and UDP on the one port no policy names.
+	if len(results) != 20*2*3 {
+		t.Errorf("loomctl connectivity tried %d probes, want %d", len(results), 20*2*3)
+	}
+	seen := map[string]int{}
+	for _, r := range results {
+		from, to, n := byName[r.From], byName[r.To], networks[r.Network]
+		if from == nil || to == nil || n == "" {
+			t.Errorf("probe %s → %s on %s: not a pair of the suite", r.From, r.To, r.Network)
+			continue
+		}
+		seen[r.Protocol]++
+		if want := te.tenantsOnly(from, to, n); r.Allowed != want || r.Reached != want {
+			t.Errorf("probe %s → %s on %s, %s to %s: expected allowed=%v, reached=%v; the tenants say %v", r.From, r.To, n, r.Protocol, r.Address, r.Allowed, r.Reached, want)
+		}
+	}
+	if seen["ICMP"] != 40 || seen["TCP"] != 40 || seen["UDP"] != 40 {
+		t.Errorf("probes by protocol: %v, want 40 each of ICMP, TCP and UDP", seen)
+	}
 
 	// Someone opens node1's forwarding to everything by hand: loomctl sees the leaks and fails.
+	// The engine repairs its table every 2s, so the hole is opened again while loomctl runs.
 	if o, herr := te.c.NodeExec(te.ctx, "node1", "nft", "insert", "rule", "inet", "loom", "forward", "accept"); herr != nil {
 		t.Fatalf("insert a rule by hand: %v: %s", herr, o)
 	}
-	out, err = run()
+	holeCtx, closeHole := context.WithCancel(te.ctx)
+	var hole sync.WaitGroup
+	hole.Go(func() {
+		for {
+			select {
+			case <-holeCtx.Done():
+				return
+			case <-time.After(300 * time.Millisecond):
+				te.c.NodeExec(holeCtx, "node1", "nft", "insert", "rule", "inet", "loom", "forward", "accept")
+			}
+		}
+	})
+	out, progress, err = run()
+	closeHole()
+	hole.Wait()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "LEAK") {
-		t.Errorf("loomctl connectivity with a hand-made hole: %v, want exit status 1 and a LEAK:\n%s", err, out)
+		t.Errorf("loomctl connectivity with a hand-made hole: %v, want exit status 1 and a LEAK:\n%s%s", err, progress, out)
+	}
+	if _, _, leaks, _ := counts(out); leaks == 0 {
+		t.Errorf("loomctl connectivity with a hand-made hole counts no leaks:\n%s", out)
 	}
 	// The engine repairs the table; loomctl agrees again.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if out, err = run(); err == nil {
+		if out, progress, err = run(); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("loomctl connectivity still differs after the repair: %v\n%s", err, out)
+			t.Fatalf("loomctl connectivity still differs after the repair: %v\n%s%s", err, progress, out)
 		}
 		time.Sleep(time.Second)
 	}
+	if probes, matched, _, _ := counts(out); probes != 120 || matched != 120 || !strings.Contains(out, "every one matches the policy") {
+		t.Errorf("loomctl connectivity after the repair:\n%s", out)
+	}
+	t.Logf("loomctl connectivity:\n%s", out)
 }
 
 func ptr[T any](v T) *T { return &v }
