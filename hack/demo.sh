@@ -94,7 +94,7 @@ YAML
     echo "  FAIL  the network was admitted"
     fail=1
   fi
-  say "Who reaches whom: every pod pair on every network, against the tenants' rules"
+  say "Who reaches whom: every pod pair on every network, ICMP, TCP and UDP, against the tenants' rules and policies"
   # Rules reach the other nodes within moments of a pod's start.
   for try in 1 2 3 4 5; do
     if "$loomctl" connectivity --dir "$dir" -n acme,globex >"$dir/connectivity.txt" 2>&1; then
