@@ -509,8 +509,8 @@ func (te *tenancyEnv) testLoomctlConnectivity(t *testing.T) {
 		Family                               int
 		Allowed, Reached                     bool
 	}
-	if err := json.Unmarshal([]byte(out), &results); err != nil {
-		t.Fatalf("loomctl connectivity -o json: %v\n%s", err, out)
+	if jerr := json.Unmarshal([]byte(out), &results); jerr != nil {
+		t.Fatalf("loomctl connectivity -o json: %v\n%s", jerr, out)
 	}
 	// 5 pods, 20 ordered pairs on the primary network and on the shared one, each an
 	// IPv4 address on both: ICMP, and TCP and UDP on the one port no policy names.
