@@ -108,23 +108,21 @@ func runConnectivity(cmd *cobra.Command, f connectivityFlags) error {
 	if f.output != "table" && f.output != "json" {
 		return fmt.Errorf("--output %q: want table or json", f.output)
 	}
-	var cidrs []netip.Prefix
-	for _, s := range f.clusterCIDRs {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return fmt.Errorf("--cluster-cidr %q: %w", s, err)
-		}
-		cidrs = append(cidrs, p)
+	cidrs, err := parsePrefixes(f.clusterCIDRs)
+	if err != nil {
+		return err
 	}
 	kube := cmd.Flags().Changed("kubeconfig")
 	if kube && cmd.Flags().Changed("dir") {
 		return errors.New("--dir and --kubeconfig: give one")
 	}
+	if kube && f.probeImage == "" {
+		return errors.New("--probe-image: required with --kubeconfig: an image holding loomctl at " + connectivity.ProbeLoomctl)
+	}
 	inNamespaces := func(p policy.Pod) bool { return len(f.namespaces) == 0 || slices.Contains(f.namespaces, p.Namespace) }
 
 	var c *sim.Cluster
 	var rc *rest.Config
-	var err error
 	if kube {
 		rc, err = clusterConfig(f.kubeconfig, "")
 	} else if c, err = sim.Open(f.dir); err == nil {
@@ -137,19 +135,11 @@ func runConnectivity(cmd *cobra.Command, f connectivityFlags) error {
 	if err != nil {
 		return err
 	}
-	src := policy.NewClusterSource(policy.SourceConfig{ClusterCIDRs: cidrs, HostAddressAnnotation: fabric.AnnotationVTEPAddr},
-		cs.kube, cs.dyn, cs.nads, slog.New(slog.DiscardHandler))
-	stop := make(chan struct{})
-	defer close(stop)
-	src.Run(stop)
-	fmt.Fprintln(progress, "reading tenants, policies and pods…")
-	for !src.HasSynced() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	src, stop, err := policySource(ctx, cs, cidrs, progress)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	snap := src.Snapshot()
 
 	var pods connectivity.Pods
@@ -160,14 +150,7 @@ func runConnectivity(cmd *cobra.Command, f connectivityFlags) error {
 		if perr != nil {
 			return perr
 		}
-		defer func() {
-			fmt.Fprintf(progress, "deleting the probe pods (%s=%s)…\n", connectivity.RunLabel, pp.Run())
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			if derr := pp.Delete(dctx); derr != nil {
-				fmt.Fprintln(progress, "loomctl:", derr)
-			}
-		}()
+		defer deleteProbePods(ctx, pp, progress)
 		if snap, err = startProbePods(ctx, pp, &snap, inNamespaces, src.Snapshot, progress); err != nil {
 			return err
 		}
@@ -191,16 +174,48 @@ func runConnectivity(cmd *cobra.Command, f connectivityFlags) error {
 	if f.output == "json" {
 		enc := json.NewEncoder(cmd.OutOrStdout())
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
-			return err
-		}
+		err = enc.Encode(results)
 	} else {
 		connectivity.Report(cmd.OutOrStdout(), results)
+	}
+	if err != nil {
+		return err
 	}
 	if s := connectivity.Summarize(results); s.Matched != s.Probes {
 		return exitCode(1)
 	}
 	return nil
+}
+
+func parsePrefixes(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-cidr %q: %w", s, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// policySource starts the policy engine's view of the cluster, as loomd reads it, and
+// returns once it has read everything.
+func policySource(ctx context.Context, cs clients, cidrs []netip.Prefix, progress io.Writer) (*policy.ClusterSource, func(), error) {
+	src := policy.NewClusterSource(policy.SourceConfig{ClusterCIDRs: cidrs, HostAddressAnnotation: fabric.AnnotationVTEPAddr},
+		cs.kube, cs.dyn, cs.nads, slog.New(slog.DiscardHandler))
+	stop := make(chan struct{})
+	src.Run(stop)
+	fmt.Fprintln(progress, "reading tenants, policies and pods…")
+	for !src.HasSynced() {
+		select {
+		case <-ctx.Done():
+			close(stop)
+			return nil, nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return src, func() { close(stop) }, nil
 }
 
 // startProbePods creates the probe pods standing in for the pods of snap that include
@@ -218,6 +233,17 @@ func startProbePods(ctx context.Context, pp *connectivity.ProbePods, snap *polic
 		return policy.Snapshot{}, err
 	}
 	return pp.AwaitSnapshot(ctx, snapshot)
+}
+
+// deleteProbePods deletes the run's probe pods, also when ctx is done: an interrupted run
+// cleans up too.
+func deleteProbePods(ctx context.Context, pp *connectivity.ProbePods, progress io.Writer) {
+	fmt.Fprintf(progress, "deleting the probe pods (%s=%s)…\n", connectivity.RunLabel, pp.Run())
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := pp.Delete(ctx); err != nil {
+		fmt.Fprintln(progress, "loomctl:", err)
+	}
 }
 
 // simPods runs the probe commands in the simulated cluster's pods: the host's loomctl in the
