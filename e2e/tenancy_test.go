@@ -475,14 +475,7 @@ func (te *tenancyEnv) testRepairAndRestart(t *testing.T) {
 // UDP, expects what the tenants say, finds every probe as expected, and reports the leaks of
 // a rule opened by hand.
 func (te *tenancyEnv) testLoomctlConnectivity(t *testing.T) {
-	loomctl := filepath.Join(te.c.Options().BinDir, "loomctl")
-	run := func(args ...string) (stdout, stderr string, err error) {
-		cmd := exec.CommandContext(te.ctx, loomctl, append([]string{"connectivity", "--dir", te.c.Dir(), "-n", nsA + "," + nsB + "," + nsPlat}, args...)...)
-		var o, e strings.Builder
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err = cmd.Run()
-		return o.String(), e.String(), err
-	}
+	run := te.loomctlConnectivity
 	// counts reads the closing line, "N probes: M matched, L leaks, D drops".
 	counts := func(out string) (probes, matched, leaks, drops int) {
 		lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -504,11 +497,7 @@ func (te *tenancyEnv) testLoomctlConnectivity(t *testing.T) {
 	if !strings.Contains(progress, "probed") {
 		t.Errorf("loomctl connectivity reported no progress:\n%s", progress)
 	}
-	var results []struct {
-		From, To, Network, Protocol, Address string
-		Family                               int
-		Allowed, Reached                     bool
-	}
+	var results []probeResult
 	if jerr := json.Unmarshal([]byte(out), &results); jerr != nil {
 		t.Fatalf("loomctl connectivity -o json: %v\n%s", jerr, out)
 	}
@@ -575,6 +564,103 @@ func (te *tenancyEnv) testLoomctlConnectivity(t *testing.T) {
 		t.Errorf("loomctl connectivity after the repair:\n%s", out)
 	}
 	t.Logf("loomctl connectivity:\n%s", out)
+	t.Run("PortsPoliciesName", te.testLoomctlConnectivityPorts)
+}
+
+// probeResult is a probe of `loomctl connectivity -o json`.
+type probeResult struct {
+	From, To, Network, Protocol, Address string
+	Family, Port                         int
+	Allowed, Reached                     bool
+}
+
+// loomctlConnectivity runs `loomctl connectivity` on the suite's namespaces.
+func (te *tenancyEnv) loomctlConnectivity(args ...string) (stdout, stderr string, err error) {
+	loomctl := filepath.Join(te.c.Options().BinDir, "loomctl")
+	cmd := exec.CommandContext(te.ctx, loomctl, append([]string{"connectivity", "--dir", te.c.Dir(), "-n", nsA + "," + nsB + "," + nsPlat}, args...)...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// testLoomctlConnectivityPorts: with a NetworkPolicy naming TCP port 80 and a
+// MultiNetworkPolicy naming UDP port 53, loomctl connectivity probes those ports too, on
+// both protocols, and finds each probe as the NetworkPolicy documentation says.
+func (te *tenancyEnv) testLoomctlConnectivityPorts(t *testing.T) {
+	nps := te.dyn.Resource(networkingv1.SchemeGroupVersion.WithResource("networkpolicies")).Namespace(nsA)
+	np := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+		"metadata": map[string]any{"name": "a2-from-a1-tcp-80"},
+		"spec": map[string]any{
+			"podSelector": map[string]any{"matchLabels": map[string]any{"app": "a2"}},
+			"ingress": []any{map[string]any{
+				"from":  []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"app": "a1"}}}},
+				"ports": []any{map[string]any{"protocol": "TCP", "port": 80}},
+			}},
+		},
+	}}
+	if _, err := nps.Create(te.ctx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer nps.Delete(te.ctx, np.GetName(), metav1.DeleteOptions{})
+	remove := te.multiPolicy(t, "a1-udp-53", map[string]any{
+		"policyTypes": []any{"Ingress"},
+		"ingress":     []any{map[string]any{"ports": []any{map[string]any{"protocol": "UDP", "port": 53}}}},
+	})
+	defer remove()
+
+	// The rules reach every node within moments.
+	var out, progress string
+	var err error
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if out, progress, err = te.loomctlConnectivity("-o", "json"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("loomctl connectivity with the policies: %v\n%s%s", err, progress, out)
+		}
+		time.Sleep(time.Second)
+	}
+	var results []probeResult
+	if jerr := json.Unmarshal([]byte(out), &results); jerr != nil {
+		t.Fatalf("loomctl connectivity -o json: %v\n%s", jerr, out)
+	}
+	// 20 ordered pairs; on each network ICMP, and TCP and UDP on the policy's port and 7007.
+	if len(results) != 20*(5+5) {
+		t.Errorf("loomctl connectivity tried %d probes, want %d", len(results), 20*(5+5))
+	}
+	got := map[string]probeResult{}
+	for _, r := range results {
+		got[fmt.Sprintf("%s %s %s %s/%d", r.From, r.To, r.Network, r.Protocol, r.Port)] = r
+	}
+	for probe, want := range map[string]bool{
+		// a2 is isolated for ingress on the primary network: TCP 80 from a1 only.
+		"ten-a/a1 ten-a/a2 primary TCP/80":      true,
+		"ten-a/a1 ten-a/a2 primary UDP/80":      false,
+		"ten-a/a1 ten-a/a2 primary TCP/7007":    false,
+		"ten-a/a1 ten-a/a2 primary ICMP/0":      false,
+		"ten-plat/p1 ten-a/a2 primary TCP/80":   false,
+		"ten-a/a2 ten-a/a1 primary UDP/80":      true,
+		"ten-plat/p1 ten-a/a1 primary TCP/7007": true,
+		// a1 is isolated for ingress on the shared network: UDP 53 only, within its tenant.
+		"ten-a/a2 ten-a/a1 " + sharedNet + " UDP/53":   true,
+		"ten-a/a2 ten-a/a1 " + sharedNet + " TCP/53":   false,
+		"ten-a/a2 ten-a/a1 " + sharedNet + " UDP/7007": false,
+		"ten-a/a2 ten-a/a1 " + sharedNet + " ICMP/0":   false,
+		"ten-a/a1 ten-a/a2 " + sharedNet + " TCP/53":   true,
+		"ten-b/b1 ten-a/a1 " + sharedNet + " UDP/53":   false,
+	} {
+		r, ok := got[probe]
+		if !ok {
+			t.Errorf("probe %s: not tried", probe)
+			continue
+		}
+		if r.Allowed != want || r.Reached != want {
+			t.Errorf("probe %s: expected allowed=%v, reached=%v; the documentation says %v", probe, r.Allowed, r.Reached, want)
+		}
+	}
 }
 
 func ptr[T any](v T) *T { return &v }
