@@ -19,11 +19,13 @@
 //   - In the simulated cluster (e2e/sim) a pod is a network namespace on the host: the
 //     probes are the host's loomctl run inside it, and the pods under test are the cluster's
 //     own, no image needed.
-//   - In any other cluster, ProbePods creates pods of its own: one per namespace under test
-//     and set of secondary networks its pods use, spread over the nodes, running an image
-//     that holds loomctl, and runs the probe commands in them through the API's pods/exec.
-//     They carry a label of the run, and are deleted when the run ends, also when it is
-//     interrupted.
+//   - In any other cluster, ProbePods creates pods of its own, so that no workload is
+//     touched: two per namespace under test and set of secondary networks its pods use,
+//     spread over the nodes, running an image that holds loomctl, and runs the probe
+//     commands in them through the API's pods/exec (kubectl exec). They carry a label of the
+//     run and are deleted when the run ends, also when it is interrupted. Their verdicts are
+//     those of pods like them: the tenant rules and the policies that select whole
+//     namespaces, not the policies that select pods by label.
 //
 // What a verdict means: ICMP is reached when the echo reply comes back; TCP when the
 // connection is established and the listener echoes the probe's token; UDP when the
