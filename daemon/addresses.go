@@ -13,10 +13,11 @@ import (
 	"github.com/loom-cni/loom/delegate"
 	"github.com/loom-cni/loom/delegate/npwg"
 	"github.com/loom-cni/loom/policy"
+	"github.com/loom-cni/loom/policy/source"
 )
 
 // ClusterPods is every pod of the cluster with its attachments as its network-status says:
-// the policy engine's source (policy.ClusterSource) is one. Pods of this node have Node "".
+// the policy engine's source (source.ClusterSource) is one. Pods of this node have Node "".
 type ClusterPods interface {
 	Snapshot() policy.Snapshot
 }
@@ -44,7 +45,7 @@ type AddressGate struct {
 
 var (
 	_ delegate.Gate = (*AddressGate)(nil)
-	_ ClusterPods   = (*policy.ClusterSource)(nil)
+	_ ClusterPods   = (*source.ClusterSource)(nil)
 )
 
 // NewAddressGate returns the gate. Until SetClusterPods gives it the cluster's pods, it checks

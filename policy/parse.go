@@ -11,8 +11,12 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
+
+// MultiNetworkPolicyGVR is the NPWG MultiNetworkPolicy resource.
+var MultiNetworkPolicyGVR = schema.GroupVersionResource{Group: "k8s.cni.cncf.io", Version: "v1beta1", Resource: "multi-networkpolicies"}
 
 // PolicyForAnnotation is where a MultiNetworkPolicy names the networks it applies to:
 // comma-separated NetworkAttachmentDefinitions, "namespace/name" or "name" in the policy's

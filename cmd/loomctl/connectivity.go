@@ -23,6 +23,7 @@ import (
 	"github.com/loom-cni/loom/e2e/sim"
 	"github.com/loom-cni/loom/fabric"
 	"github.com/loom-cni/loom/policy"
+	"github.com/loom-cni/loom/policy/source"
 )
 
 type connectivityFlags struct {
@@ -201,8 +202,8 @@ func parsePrefixes(ss []string) ([]netip.Prefix, error) {
 
 // policySource starts the policy engine's view of the cluster, as loomd reads it, and
 // returns once it has read everything.
-func policySource(ctx context.Context, cs clients, cidrs []netip.Prefix, progress io.Writer) (*policy.ClusterSource, func(), error) {
-	src := policy.NewClusterSource(policy.SourceConfig{ClusterCIDRs: cidrs, HostAddressAnnotation: fabric.AnnotationVTEPAddr},
+func policySource(ctx context.Context, cs clients, cidrs []netip.Prefix, progress io.Writer) (*source.ClusterSource, func(), error) {
+	src := source.NewClusterSource(source.SourceConfig{ClusterCIDRs: cidrs, HostAddressAnnotation: fabric.AnnotationVTEPAddr},
 		cs.kube, cs.dyn, cs.nads, slog.New(slog.DiscardHandler))
 	stop := make(chan struct{})
 	src.Run(stop)

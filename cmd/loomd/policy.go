@@ -17,6 +17,7 @@ import (
 	"github.com/loom-cni/loom/fabric"
 	"github.com/loom-cni/loom/fabric/ipam"
 	"github.com/loom-cni/loom/policy"
+	"github.com/loom-cni/loom/policy/source"
 	"github.com/loom-cni/loom/tenants"
 )
 
@@ -55,7 +56,7 @@ func (p *policyState) set(restored bool, err error) {
 // once they hold the cluster, the node's rules rewritten from the ledger, then the loop.
 func startPolicy(ctx context.Context, cfg daemon.Config, settings fabric.Settings, primary *fabric.Network, kube kubernetes.Interface, dyn dynamic.Interface,
 	nads nadclient.Interface, cluster *daemon.Cluster, svc *daemon.Service, log *slog.Logger) *policyState {
-	src := policy.NewClusterSource(policy.SourceConfig{
+	src := source.NewClusterSource(source.SourceConfig{
 		ClusterCIDRs:          []netip.Prefix{settings.ClusterCIDR},
 		HostAddressAnnotation: fabric.AnnotationVTEPAddr,
 		Node:                  cfg.NodeName,

@@ -1,4 +1,4 @@
-package policy
+package source
 
 import (
 	"encoding/json"
@@ -21,11 +21,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/loom-cni/loom/policy"
 	"github.com/loom-cni/loom/tenants"
 )
-
-// MultiNetworkPolicyGVR is the NPWG MultiNetworkPolicy resource.
-var MultiNetworkPolicyGVR = schema.GroupVersionResource{Group: "k8s.cni.cncf.io", Version: "v1beta1", Resource: "multi-networkpolicies"}
 
 // ipBlockGVR is Loom's IPBlock; a block labelled with a tenant holds only that tenant's pods.
 var ipBlockGVR = schema.GroupVersionResource{Group: "loom.dev", Version: "v1alpha1", Resource: "ipblocks"}
@@ -62,15 +60,15 @@ type ClusterSource struct {
 	start   []func(stop <-chan struct{})
 
 	mu         sync.Mutex
-	pods       map[string]Pod // by namespace/name
+	pods       map[string]policy.Pod // by namespace/name
 	namespaces map[string]map[string]string
 	tenants    map[string]tenants.Tenant
-	policies   map[string]Policy // by kind/namespace/name
-	networks   map[NetworkID]Network
+	policies   map[string]policy.Policy // by kind/namespace/name
+	networks   map[policy.NetworkID]policy.Network
 	blocks     map[string]ipBlock
 	hosts      map[string]netip.Addr // by node
 	dir        *tenants.Directory    // nil: rebuild
-	snap       *Snapshot             // nil: rebuild
+	snap       *policy.Snapshot      // nil: rebuild
 }
 
 type ipBlock struct {
@@ -83,11 +81,11 @@ func NewClusterSource(cfg SourceConfig, kube kubernetes.Interface, dyn dynamic.I
 	s := &ClusterSource{
 		cfg: cfg, log: log.With("component", "policy-source"),
 		changed:    make(chan struct{}, 1),
-		pods:       map[string]Pod{},
+		pods:       map[string]policy.Pod{},
 		namespaces: map[string]map[string]string{},
 		tenants:    map[string]tenants.Tenant{},
-		policies:   map[string]Policy{},
-		networks:   map[NetworkID]Network{},
+		policies:   map[string]policy.Policy{},
+		networks:   map[policy.NetworkID]policy.Network{},
 		blocks:     map[string]ipBlock{},
 		hosts:      map[string]netip.Addr{},
 	}
@@ -99,7 +97,7 @@ func NewClusterSource(cfg SourceConfig, kube kubernetes.Interface, dyn dynamic.I
 	s.start = append(s.start, kf.Start)
 	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	s.watch(df.ForResource(tenants.GVR).Informer(), s.setTenant, s.deleteTenant)
-	s.watch(df.ForResource(MultiNetworkPolicyGVR).Informer(), s.setMultiPolicy, s.deleteMultiPolicy)
+	s.watch(df.ForResource(policy.MultiNetworkPolicyGVR).Informer(), s.setMultiPolicy, s.deleteMultiPolicy)
 	s.watch(trimmed(df.ForResource(ipBlockGVR).Informer(), trimBlock), s.setBlock, s.deleteBlock)
 	s.start = append(s.start, df.Start)
 	nf := nadinformers.NewSharedInformerFactory(nads, 0)
@@ -155,7 +153,7 @@ func (s *ClusterSource) update(f func()) {
 
 // Snapshot implements Source. Until the caches change it returns the same snapshot, which
 // callers must not modify.
-func (s *ClusterSource) Snapshot() Snapshot {
+func (s *ClusterSource) Snapshot() policy.Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.snap == nil {
@@ -165,9 +163,9 @@ func (s *ClusterSource) Snapshot() Snapshot {
 	return *s.snap
 }
 
-func (s *ClusterSource) build() Snapshot {
+func (s *ClusterSource) build() policy.Snapshot {
 	dir := s.directory()
-	snap := Snapshot{ClusterCIDRs: s.cfg.ClusterCIDRs}
+	snap := policy.Snapshot{ClusterCIDRs: s.cfg.ClusterCIDRs}
 	for _, h := range s.hosts {
 		snap.Hosts = append(snap.Hosts, h)
 	}
@@ -178,7 +176,7 @@ func (s *ClusterSource) build() Snapshot {
 		}
 	}
 	for _, t := range dir.Tenants() {
-		pt := Tenant{Name: string(t.Name), Blocks: blocks[string(t.Name)]}
+		pt := policy.Tenant{Name: string(t.Name), Blocks: blocks[string(t.Name)]}
 		for _, p := range t.Peers {
 			pt.Peers = append(pt.Peers, string(p))
 		}
@@ -188,12 +186,12 @@ func (s *ClusterSource) build() Snapshot {
 	for name, l := range s.namespaces {
 		t := namespaceTenant(dir, name)
 		tenantOf[name] = t
-		snap.Namespaces = append(snap.Namespaces, Namespace{Name: name, Labels: l, Tenant: t})
+		snap.Namespaces = append(snap.Namespaces, policy.Namespace{Name: name, Labels: l, Tenant: t})
 	}
 	for _, n := range s.networks {
 		snap.Networks = append(snap.Networks, n)
 	}
-	snap.Pods = make([]Pod, 0, len(s.pods)+localRoom)
+	snap.Pods = make([]policy.Pod, 0, len(s.pods)+localRoom)
 	for _, p := range s.pods {
 		t, ok := tenantOf[p.Namespace]
 		if !ok {
@@ -264,9 +262,9 @@ func (s *ClusterSource) deletePod(o any) {
 
 // podOf converts a pod: its endpoints come from its network-status annotation, or from its
 // status addresses for the primary network when that is not written yet.
-func podOf(pod *corev1.Pod) Pod {
-	p := Pod{
-		PodKey: PodKey{Namespace: pod.Namespace, Name: pod.Name},
+func podOf(pod *corev1.Pod) policy.Pod {
+	p := policy.Pod{
+		PodKey: policy.PodKey{Namespace: pod.Namespace, Name: pod.Name},
 		Node:   pod.Spec.NodeName,
 		Labels: pod.Labels,
 	}
@@ -277,7 +275,7 @@ func podOf(pod *corev1.Pod) Pod {
 				if proto == "" {
 					proto = "TCP"
 				}
-				p.Ports = append(p.Ports, NamedPort{Name: port.Name, Protocol: proto, Port: uint16(port.ContainerPort)})
+				p.Ports = append(p.Ports, policy.NamedPort{Name: port.Name, Protocol: proto, Port: uint16(port.ContainerPort)})
 			}
 		}
 	}
@@ -289,12 +287,12 @@ func podOf(pod *corev1.Pod) Pod {
 	}
 	primary := false
 	for _, st := range statuses {
-		ep := Endpoint{Network: NetworkID(st.Name), Interface: st.Interface, IPs: parseAddrs(st.IPs)}
-		if mac, err := ParseMAC(st.Mac); err == nil {
+		ep := policy.Endpoint{Network: policy.NetworkID(st.Name), Interface: st.Interface, IPs: parseAddrs(st.IPs)}
+		if mac, err := policy.ParseMAC(st.Mac); err == nil {
 			ep.MAC = mac
 		}
 		if st.Default {
-			ep.Network = Primary
+			ep.Network = policy.Primary
 			primary = true
 		}
 		p.Endpoints = append(p.Endpoints, ep)
@@ -305,7 +303,7 @@ func podOf(pod *corev1.Pod) Pod {
 			ips = append(ips, ip.IP)
 		}
 		if addrs := parseAddrs(ips); len(addrs) > 0 {
-			p.Endpoints = append(p.Endpoints, Endpoint{Network: Primary, Interface: "eth0", IPs: addrs})
+			p.Endpoints = append(p.Endpoints, policy.Endpoint{Network: policy.Primary, Interface: "eth0", IPs: addrs})
 		}
 	}
 	return p
@@ -355,7 +353,7 @@ func (s *ClusterSource) deleteNode(o any) {
 
 func (s *ClusterSource) setNetworkPolicy(o any) {
 	if np, ok := o.(*networkingv1.NetworkPolicy); ok {
-		p := FromNetworkPolicy(np)
+		p := policy.FromNetworkPolicy(np)
 		s.logProblems(p)
 		s.policies["np/"+np.Namespace+"/"+np.Name] = p
 	}
@@ -372,7 +370,7 @@ func (s *ClusterSource) setMultiPolicy(o any) {
 	if !ok {
 		return
 	}
-	p := FromMultiNetworkPolicy(u)
+	p := policy.FromMultiNetworkPolicy(u)
 	s.logProblems(p)
 	s.policies["mnp/"+u.GetNamespace()+"/"+u.GetName()] = p
 }
@@ -383,7 +381,7 @@ func (s *ClusterSource) deleteMultiPolicy(o any) {
 	}
 }
 
-func (s *ClusterSource) logProblems(p Policy) {
+func (s *ClusterSource) logProblems(p policy.Policy) {
 	if len(p.Problems) > 0 {
 		s.log.Warn("policy has parts that cannot be used; they allow nothing", "kind", p.Kind,
 			"namespace", p.Namespace, "policy", p.Name, "problems", strings.Join(p.Problems, "; "))
@@ -436,13 +434,13 @@ func (s *ClusterSource) setNAD(o any) {
 	if !ok {
 		return
 	}
-	id := NetworkID(nad.Namespace + "/" + nad.Name)
-	s.networks[id] = Network{ID: id, Subnets: IPAMSubnets([]byte(nad.Spec.Config))}
+	id := policy.NetworkID(nad.Namespace + "/" + nad.Name)
+	s.networks[id] = policy.Network{ID: id, Subnets: IPAMSubnets([]byte(nad.Spec.Config))}
 }
 
 func (s *ClusterSource) deleteNAD(o any) {
 	if nad, ok := o.(*nadv1.NetworkAttachmentDefinition); ok {
-		delete(s.networks, NetworkID(nad.Namespace+"/"+nad.Name))
+		delete(s.networks, policy.NetworkID(nad.Namespace+"/"+nad.Name))
 	}
 }
 

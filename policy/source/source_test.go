@@ -1,4 +1,4 @@
-package policy
+package source
 
 import (
 	"fmt"
@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/loom-cni/loom/policy"
 )
 
 func TestIPAMSubnets(t *testing.T) {
@@ -49,9 +51,9 @@ func TestPodOf(t *testing.T) {
 	p := podOf(pod)
 	got := fmt.Sprintf("%s %s %v %v", p.PodKey, p.Node, p.Ports, p.Endpoints)
 	want := fmt.Sprintf("ns/p n1 %v %v",
-		[]NamedPort{{"http", "TCP", 8080}, {"dns", "UDP", 53}},
-		[]Endpoint{{Network: Primary, Interface: "eth0", IPs: []netip.Addr{netip.MustParseAddr("10.244.1.2")}},
-			{Network: "ns/mv", Interface: "net1", MAC: MAC{0x0a, 0x58, 0xc0, 0xa8, 0x01, 0x05},
+		[]policy.NamedPort{{Name: "http", Protocol: "TCP", Port: 8080}, {Name: "dns", Protocol: "UDP", Port: 53}},
+		[]policy.Endpoint{{Network: policy.Primary, Interface: "eth0", IPs: []netip.Addr{netip.MustParseAddr("10.244.1.2")}},
+			{Network: "ns/mv", Interface: "net1", MAC: policy.MAC{0x0a, 0x58, 0xc0, 0xa8, 0x01, 0x05},
 				IPs: []netip.Addr{netip.MustParseAddr("192.168.1.5"), netip.MustParseAddr("fd00::5")}}})
 	if got != want {
 		t.Errorf("podOf =\n %s\nwant\n %s", got, want)
@@ -59,7 +61,7 @@ func TestPodOf(t *testing.T) {
 	// Before network-status is written, the status addresses stand for the primary network.
 	pod.Annotations = nil
 	pod.Status.PodIPs = []corev1.PodIP{{IP: "10.244.1.2"}}
-	if p = podOf(pod); len(p.Endpoints) != 1 || p.Endpoints[0].Network != Primary || p.Endpoints[0].IPs[0].String() != "10.244.1.2" {
+	if p = podOf(pod); len(p.Endpoints) != 1 || p.Endpoints[0].Network != policy.Primary || p.Endpoints[0].IPs[0].String() != "10.244.1.2" {
 		t.Errorf("podOf without network-status: %+v", p.Endpoints)
 	}
 }
