@@ -380,7 +380,7 @@ func controllerFlags(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	flags := map[string]bool{}
-	for _, m := range regexp.MustCompile(`flag\.\w+Var\(&o\.\w+, "([a-z-]+)"`).FindAllStringSubmatch(string(b), -1) {
+	for _, m := range regexp.MustCompile(`flag\.\w+Var\(&[\w.]+, "([a-z-]+)"`).FindAllStringSubmatch(string(b), -1) {
 		flags[m[1]] = true
 	}
 	if len(flags) == 0 {

@@ -1,4 +1,4 @@
-package main
+package controller
 
 // The webhook's decisions. The rules themselves are tenants' (CheckPod, CheckNetwork,
 // Parse); this file only gathers their inputs from the request and the caches and turns

@@ -1,4 +1,4 @@
-package main
+package controller
 
 // The webhook's TLS material lives in one Secret that every replica shares: a CA, whose
 // certificate goes into the ValidatingWebhookConfiguration's caBundle, and a serving

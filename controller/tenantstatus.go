@@ -1,4 +1,4 @@
-package main
+package controller
 
 // The Tenant status controller runs on the leader. For each Tenant it reports the
 // namespaces it owns, the pods in them and the addresses those pods hold, and whether its

@@ -1,4 +1,4 @@
-package main
+package controller
 
 // The admission webhook's transport: an HTTPS server every replica runs, which reads an
 // AdmissionReview, hands its request to the decision for that kind (admission.go) and
