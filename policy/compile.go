@@ -26,24 +26,21 @@ func Compile(s Snapshot, node string) Ruleset {
 	pods := map[PodKey]*podPoint{}
 	for _, p := range c.local {
 		for _, ep := range p.Endpoints {
-			switch {
-			case ep.Network == Primary && ep.HostInterface != "":
+			if ep.Network == Primary && ep.HostInterface != "" {
 				host = append(host, c.endpoint(p, ep.Network, ep.HostInterface))
-			case ep.Network != Primary && ep.Interface != "":
-				pp := pods[p.PodKey]
-				if pp == nil {
-					pp = &podPoint{}
-					pods[p.PodKey] = pp
-				}
-				pp.eps = append(pp.eps, c.endpoint(p, ep.Network, ep.Interface))
 			}
-			if ep.Interface != "" {
-				pp := pods[p.PodKey]
-				if pp == nil {
-					pp = &podPoint{}
-					pods[p.PodKey] = pp
-				}
-				pp.links = append(pp.links, c.link(p, ep))
+			if ep.Interface == "" {
+				continue
+			}
+			// Inside the pod: every interface's link rules, and a secondary one's rules.
+			pp := pods[p.PodKey]
+			if pp == nil {
+				pp = &podPoint{}
+				pods[p.PodKey] = pp
+			}
+			pp.links = append(pp.links, c.link(p, ep))
+			if ep.Network != Primary {
+				pp.eps = append(pp.eps, c.endpoint(p, ep.Network, ep.Interface))
 			}
 		}
 	}
