@@ -61,7 +61,16 @@ type Engine struct {
 	// retry is signalled when a sync left an enforcement point unwritten that no caller
 	// was told of; Run tries again a second later.
 	retry chan struct{}
+	// cleanup counts the removals of released pods' tables still running; removing maps
+	// the network namespace of each to a channel closed when it is done, so that a pod
+	// admitted again into that namespace waits for it rather than lose its new tables.
+	cleanup    sync.WaitGroup
+	removingMu sync.Mutex
+	removing   map[string]chan struct{}
 }
+
+// cleanupTimeout bounds the removal of a released pod's tables.
+const cleanupTimeout = 30 * time.Second
 
 // podPoint is the enforcement point inside one pod's network namespace: the "inet loom"
 // table of its secondary endpoints and the "netdev loom" table of its interfaces' links.
@@ -332,14 +341,14 @@ func (e *Engine) sync(ctx context.Context) syncResult {
 			res.pods[key] = perr
 		}
 	}
-	for key := range e.pods {
+	for key, pt := range e.pods {
 		if _, ok := rs.Pods[key]; !ok {
 			// The pod is gone, or has no interface any more: its netns, if it still exists,
-			// keeps no rules of ours.
-			if derr := errors.Join(e.pods[key].inet.applier.Delete(ctx), e.pods[key].link.applier.Delete(ctx)); derr != nil {
-				e.log.Debug("remove a pod's rules", "namespace", key.Namespace, "pod", key.Name, "error", derr)
-			}
+			// keeps no rules of ours. Removing a table whose chains hook an interface waits
+			// for the kernel's grace periods, and the namespace usually dies with its
+			// sandbox right after DEL: that happens beside the caller, not in its way.
 			delete(e.pods, key)
+			e.removeLater(ctx, key, pt)
 		}
 	}
 	err := res.err()
@@ -395,6 +404,48 @@ func (e *Engine) forgetVanished() {
 	}
 }
 
+// removeLater removes a released pod's tables in the background. The caller holds e.mu.
+func (e *Engine) removeLater(ctx context.Context, key PodKey, pt *podPoint) {
+	done := make(chan struct{})
+	e.removingMu.Lock()
+	if e.removing == nil {
+		e.removing = map[string]chan struct{}{}
+	}
+	prev := e.removing[pt.netns]
+	e.removing[pt.netns] = done
+	e.removingMu.Unlock()
+	e.cleanup.Add(1)
+	go func() {
+		defer e.cleanup.Done()
+		defer func() {
+			e.removingMu.Lock()
+			if e.removing[pt.netns] == done {
+				delete(e.removing, pt.netns)
+			}
+			e.removingMu.Unlock()
+			close(done)
+		}()
+		if prev != nil {
+			<-prev
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if derr := errors.Join(pt.inet.applier.Delete(ctx), pt.link.applier.Delete(ctx)); derr != nil {
+			e.log.Debug("remove a pod's rules", "namespace", key.Namespace, "pod", key.Name, "error", derr)
+		}
+	}()
+}
+
+// awaitRemoval waits until no removal of tables in netns is running.
+func (e *Engine) awaitRemoval(netns string) {
+	e.removingMu.Lock()
+	done := e.removing[netns]
+	e.removingMu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
 func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, t Table) error {
 	if netns == "" {
 		if len(t.Endpoints) == 0 {
@@ -404,6 +455,7 @@ func (e *Engine) applyPod(ctx context.Context, key PodKey, netns string, t Table
 	}
 	pt := e.pods[key]
 	if pt == nil || pt.netns != netns {
+		e.awaitRemoval(netns)
 		pt = &podPoint{netns: netns,
 			inet: tablePoint{applier: e.open(netns, "")},
 			link: tablePoint{applier: e.open(netns, nftLinkFamily)}}

@@ -139,7 +139,23 @@ func TestEngineWritesEveryTable(t *testing.T) {
 	if got := chainNames(fw.table("", "")); slices.Contains(got, "eg_loom00000000001") {
 		t.Errorf("node table still has the released pod's chains: %v", got)
 	}
+	e.cleanup.Wait() // a released pod's tables go beside the caller
 	if fw.table(web.Netns, "") != nil || fw.table(web.Netns, nftLinkFamily) != nil {
 		t.Error("the released pod's namespace keeps its tables")
+	}
+
+	// Admitted again into the same namespace right after its release (a retried ADD), the
+	// pod keeps its new tables: the removal of the old ones never comes after them.
+	for range 20 {
+		if err := e.Release(ctx, "c1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Admit(ctx, web); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.cleanup.Wait()
+	if fw.table(web.Netns, "") == nil || fw.table(web.Netns, nftLinkFamily) == nil {
+		t.Error("a pod admitted again right after its release lost its tables to the old ones' removal")
 	}
 }

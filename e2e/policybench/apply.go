@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -87,7 +88,20 @@ func runApply(ctx context.Context, o applyOptions) error {
 	if err != nil {
 		return err
 	}
-	t, err := timeEngine(ctx, o, c, netns, local)
+	// The admitted pods' own namespaces, one each as sandboxes have: as at a real ADD, the
+	// engine writes the link rules of the pod's eth0 there.
+	var podNetns []string
+	for i := range o.ops {
+		path, err := nss.add(ctx, fmt.Sprintf("extra-%d", i))
+		if err != nil {
+			return err
+		}
+		if err = ipCmd(ctx, "-n", filepath.Base(path), "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"); err != nil {
+			return err
+		}
+		podNetns = append(podNetns, path)
+	}
+	t, err := timeEngine(ctx, o, c, netns, podNetns, local)
 	if err != nil {
 		return err
 	}
@@ -110,8 +124,8 @@ type timings struct {
 
 // timeEngine restores the bench node's pods on o.resyncs fresh engines writing into the
 // namespace netns, then on the last one admits and releases o.ops extra pods one at a time,
-// and times each call.
-func timeEngine(ctx context.Context, o applyOptions, c *cluster, netns string, local []policy.LocalPod) (timings, error) {
+// each with its link rules in a namespace of podNetns, and times each call.
+func timeEngine(ctx context.Context, o applyOptions, c *cluster, netns string, podNetns []string, local []policy.LocalPod) (timings, error) {
 	var t timings
 	src := newStaticSource(c.snap, benchNode)
 	var e *policy.Engine
@@ -128,6 +142,7 @@ func timeEngine(ctx context.Context, o applyOptions, c *cluster, netns string, l
 	}
 	for i := range o.ops {
 		extra := c.extraPod(i)
+		extra.Netns = podNetns[i]
 		start := time.Now()
 		if err := e.Admit(ctx, extra); err != nil {
 			return t, err
