@@ -428,9 +428,9 @@ func (e *Engine) removeLater(ctx context.Context, key PodKey, pt *podPoint) {
 		if prev != nil {
 			<-prev
 		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		if derr := errors.Join(pt.inet.applier.Delete(ctx), pt.link.applier.Delete(ctx)); derr != nil {
+		if derr := errors.Join(pt.inet.applier.Delete(rctx), pt.link.applier.Delete(rctx)); derr != nil {
 			e.log.Debug("remove a pod's rules", "namespace", key.Namespace, "pod", key.Name, "error", derr)
 		}
 	}()

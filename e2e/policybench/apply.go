@@ -92,9 +92,9 @@ func runApply(ctx context.Context, o applyOptions) error {
 	// engine writes the link rules of the pod's eth0 there.
 	var podNetns []string
 	for i := range o.ops {
-		path, err := nss.add(ctx, fmt.Sprintf("extra-%d", i))
-		if err != nil {
-			return err
+		path, aerr := nss.add(ctx, fmt.Sprintf("extra-%d", i))
+		if aerr != nil {
+			return aerr
 		}
 		if err = ipCmd(ctx, "-n", filepath.Base(path), "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"); err != nil {
 			return err
